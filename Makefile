@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine with Python 3.10+ and pip:
+#   make demo   creates .venv, installs reslab, runs the main job (fine-tune vs from scratch)
+#   make test   creates .venv, installs reslab with its test extras, runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test test-fast system bench clean
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.all: $(VENV)/.core
+	$(PIP) install -q -e '.[all]'
+	touch $@
+
+# Optional system packages for the tests (Fashion-MNIST from Debian, Chromium for the
+# HTML report test). Best effort: skipped when not root or not on Debian/Ubuntu.
+system:
+	@bash scripts/setup_system.sh
+
+demo: $(VENV)/.core
+	$(VENV)/bin/reslab demo
+
+test: $(VENV)/.all system
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.all
+	$(PY) -m pytest -m "not slow"
+
+bench: $(VENV)/.all
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,15 @@
+"""reslab: build ResNets from scratch, train and fine-tune them on your own images."""
+
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+
+
+def load_pretrained(model, source, **kwargs):
+    """Loads weights from ``source`` into ``model``; see ``reslab.models.pretrained``."""
+    from .models.pretrained import load_pretrained as _load
+
+    return _load(model, source, **kwargs)
+
+
+__all__ = ["__version__", "create_model", "list_models", "load_pretrained"]

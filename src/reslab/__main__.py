@@ -1,0 +1,3 @@
+from reslab.cli.main import main
+
+raise SystemExit(main())

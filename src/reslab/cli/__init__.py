@@ -1,0 +1,1 @@
+"""The ``reslab`` command: a thin layer over the Python API, one module per sub-command."""

@@ -1,0 +1,25 @@
+"""ResNets written from scratch: blocks, one configurable network, the registry, weights."""
+
+from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .layers import DropPath, FrozenBatchNorm2d, ZeroPadShortcut
+from .profile import count_macs, count_params, profile_model
+from .registry import create_model, get_spec, list_models
+from .resnet import ResNet, freeze_batchnorm
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "DropPath",
+    "FrozenBatchNorm2d",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ResNet",
+    "ZeroPadShortcut",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "freeze_batchnorm",
+    "get_spec",
+    "list_models",
+    "profile_model",
+]

@@ -1,0 +1,137 @@
+"""Small building blocks shared by every ResNet: norm layers, shortcuts, stochastic depth."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NormFactory = Callable[[int], nn.Module]
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters (no gradients, no updates).
+
+    Holds the same buffers as ``nn.BatchNorm2d`` (minus ``num_batches_tracked``) so
+    BatchNorm checkpoints load into it unchanged. Used by detection backbones and by
+    fine-tuning with tiny batches, where batch statistics are noise.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1).to(x.dtype) + shift.reshape(1, -1, 1, 1).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def make_norm(kind: str, groups: int = 32) -> NormFactory:
+    """Returns a factory ``channels -> norm module`` for ``batchnorm``, ``groupnorm`` or ``frozen_batchnorm``."""
+    if kind == "batchnorm":
+        return nn.BatchNorm2d
+    if kind == "frozen_batchnorm":
+        return FrozenBatchNorm2d
+    if kind == "groupnorm":
+        # Wu & He 2018: 32 groups; fall back to fewer for narrow CIFAR layers (16 channels).
+        return lambda c: nn.GroupNorm(min(groups, c // 4) if c >= 8 else 1, c)
+    raise ValueError(
+        f"norm_layer={kind!r} is not supported; expected one of "
+        "'batchnorm', 'groupnorm', 'frozen_batchnorm'."
+    )
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drops the whole residual branch per sample."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A of He et al. 2015 (section 4.2): a parameter-free shortcut.
+
+    Subsamples space by ``stride`` and pads the new channels with zeros, so the shortcut
+    stays an identity on the channels that exist. (B, C, H, W) -> (B, C_out, H/s, W/s).
+    """
+
+    def __init__(self, stride: int, out_channels: int):
+        super().__init__()
+        self.stride = stride
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        pad = self.out_channels - x.shape[1]
+        if pad > 0:
+            x = F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, out_channels={self.out_channels}"
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+def make_shortcut(
+    kind: str, cin: int, cout: int, stride: int, norm: NormFactory, preact: bool = False
+) -> nn.Module | None:
+    """The shortcut branch for a block whose input and output shapes differ.
+
+    Args:
+        kind: ``A`` zero-pad identity, ``B`` 1x1 projection (torchvision's ``downsample``),
+            ``D`` average-pool then 1x1 projection (Bag of Tricks, He et al. 2019).
+        preact: pre-activation blocks project the already normalised input, so no norm.
+    Returns:
+        A module, or ``None`` when shapes already match (pure identity).
+    """
+    if stride == 1 and cin == cout:
+        return None
+    if kind == "A":
+        return ZeroPadShortcut(stride, cout)
+    if kind == "B":
+        if preact:
+            return nn.Sequential(conv1x1(cin, cout, stride))
+        return nn.Sequential(conv1x1(cin, cout, stride), norm(cout))
+    if kind == "D":
+        # Keys downsample.1 / downsample.2 match timm's ResNet-D layout.
+        pool = (
+            nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+            if stride > 1
+            else nn.Identity()
+        )
+        return nn.Sequential(pool, conv1x1(cin, cout), norm(cout))
+    raise ValueError(f"shortcut={kind!r} is not supported; expected 'A', 'B' or 'D'.")
