@@ -42,6 +42,10 @@ def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; give the final file the usual umask-based mode
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -113,7 +117,11 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") ->
     args = dict(ckpt["model_args"])
     name = args.pop("name")
     model = create_model(name, **args)
-    model.load_state_dict(ckpt["model"], strict=True)
+    weights = ckpt["model"]
+    ema_on = bool(((ckpt.get("config") or {}).get("ema") or {}).get("enabled"))
+    if ema_on and isinstance(ckpt.get("ema"), dict) and "model" in ckpt["ema"]:
+        weights = ckpt["ema"]["model"]  # last.pt of an EMA run: the evaluated weights
+    model.load_state_dict(weights, strict=True)
     model.classes = list(ckpt.get("classes") or [])
     model.preprocess = dict(ckpt.get("preprocess") or {})
     return model

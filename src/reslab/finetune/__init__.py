@@ -1,0 +1,52 @@
+"""Fine-tuning pretrained ResNets: strategies, the BatchNorm policy, data-driven defaults.
+
+    from reslab.config import load_config
+    from reslab.finetune import finetune
+    cfg = load_config(None, {"data.source": "my_images/", "finetune.pretrained": "reslab:resnet20_fashion_mnist"})
+    result = finetune(cfg)   # prints the plan and why, then trains through reslab.engine.fit
+
+- ``strategies``: which groups train (``linear``, ``full``, ``gradual``, ``discriminative``)
+  and their learning-rate scales, via ``model.module_groups()``;
+- ``bn``: ``apply_bn_policy(model, "train" | "frozen" | "eval")``;
+- ``defaults``: ``choose_plan`` (strategy, BN policy, lr from the images per class);
+- ``features`` / ``cached``: the ``linear`` strategy on cached features;
+- ``unfreeze``: the ``Unfreezer`` callback (gradual unfreezing, checkpointed);
+- ``api``: ``finetune(cfg)`` and ``prepare_model``.
+
+Names are imported lazily (PEP 562) so ``import reslab.finetune`` does no work.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "finetune": "api",
+    "prepare_model": "api",
+    "apply_bn_policy": "bn",
+    "bn_policy_of": "bn",
+    "FixedStatsBatchNorm2d": "bn",
+    "BN_POLICIES": "bn",
+    "STRATEGIES": "strategies",
+    "build_param_groups": "strategies",
+    "lr_scales": "strategies",
+    "set_trainable": "strategies",
+    "trainable_groups": "strategies",
+    "choose_plan": "defaults",
+    "FinetunePlan": "defaults",
+    "extract_features": "features",
+    "train_head": "features",
+    "Unfreezer": "unfreeze",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -68,7 +68,8 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        # Rescale survivors so the expectation is unchanged; p = 1 drops every sample (no 0/0).
+        return x * mask / keep if keep > 0 else x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -169,7 +169,9 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             for m in self.modules():
-                if hasattr(m, "zero_init_last"):
+                # Only a block with a shortcut becomes the identity; zeroing a plain block
+                # would make it output zeros and leave the network without any signal.
+                if hasattr(m, "zero_init_last") and getattr(m, "residual", True):
                     m.zero_init_last()
 
     # ------------------------------------------------------------------ interface
@@ -218,7 +220,12 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the head with a freshly initialised one for ``num_classes`` (0: no head)."""
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        # The new head lives where the model does (a model already moved to GPU or bf16).
+        ref = next(self.parameters(), None)
+        factory = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        self.fc = (
+            nn.Linear(self.num_features, num_classes, **factory) if num_classes > 0 else nn.Identity()
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

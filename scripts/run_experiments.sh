@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every number and figure in docs/results/ comes from a command in this file, run on the
+# machine named in each results page (2 CPU cores, no GPU, shared with other jobs).
+#
+#   scripts/run_experiments.sh gradients    # gradient norms at initialisation       (~1 min quiet)
+#   scripts/run_experiments.sh degradation  # plain vs residual, 20 and 56 layers     (~10 min quiet)
+#   scripts/run_experiments.sh transfer     # Fashion-MNIST weights vs scratch, digits (~10 min quiet)
+#   scripts/run_experiments.sh timing       # seconds per epoch of the three recipes  (~3 min quiet)
+#   scripts/run_experiments.sh fast         # configs/fmnist_fast.yaml, 3 seeds       (see the page)
+#   scripts/run_experiments.sh best         # configs/fmnist_best.yaml                (2 hours)
+#   scripts/run_experiments.sh figures      # redraw the figures into docs/results/img/
+#
+# Results land in $EXP_OUT (default runs/exp/<experiment>/): JSON, Markdown table, PNG and
+# run folders. Set RESLAB to another launcher if needed (default: python -m reslab).
+set -eu
+cd "$(dirname "$0")/.."
+RESLAB=${RESLAB:-"python -m reslab"}
+OUT=${EXP_OUT:-runs/exp}
+mkdir -p "$OUT"
+
+case "${1:-}" in
+gradients)
+  # docs/results/degradation.md, "at initialisation": 256 Fashion-MNIST images, 3 initialisations.
+  $RESLAB experiment gradients --dataset fashion-mnist --batch 256 --seeds 0 1 2 --out "$OUT/gradients"
+  ;;
+degradation)
+  # docs/results/degradation.md: the budget that fitted this session on a shared CPU (a seeded
+  # random 1,000-image training subset, 2 epochs, batch 32); drop --subset/--test-subset/
+  # --val-subset and raise --epochs for the full experiment (about 2 h per 20 epochs here).
+  $RESLAB experiment degradation --dataset fashion-mnist --subset 1000 --test-subset 500 \
+    --val-subset 200 --epochs 2 --batch-size 32 --grad-seeds 0 --out "$OUT/degradation"
+  # CIFAR-10, when its files are in $RESLAB_DATA_DIR/cifar10 (not downloadable on this machine):
+  # $RESLAB experiment degradation --dataset cifar10 --epochs 30 --out "$OUT/degradation_cifar10"
+  ;;
+transfer)
+  # docs/results/transfer.md: digits at 28 px with 5, 20 and all (~115) labels per class.
+  $RESLAB experiment transfer --weights reslab:resnet20_fashion_mnist --labels 5 20 0 \
+    --strategies linear full gradual discriminative --seeds 0 --steps 45 --out "$OUT/transfer"
+  ;;
+timing)
+  # docs/results/fashion-mnist.md, "time per epoch": a few training batches through `fit`.
+  $RESLAB experiment headline --config configs/fmnist_fast.yaml --time-batches 20 --out "$OUT/fast_timing"
+  $RESLAB experiment headline --config configs/fmnist_best.yaml --time-batches 6 --out "$OUT/best_timing"
+  $RESLAB experiment headline --config configs/tutorial_recipe.yaml --time-batches 3 --out "$OUT/tutorial_timing"
+  ;;
+fast)
+  # docs/results/fashion-mnist.md: the headline claim, mean of 3 seeds.
+  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 1 2 --out "$OUT/fast"
+  ;;
+best)
+  $RESLAB experiment headline --config configs/fmnist_best.yaml --seeds 0 --out "$OUT/best"
+  ;;
+figures)
+  python -m reslab.experiments.figures "$OUT" docs/results/img
+  ;;
+*)
+  sed -n 2,14p "$0"
+  exit 2
+  ;;
+esac

@@ -1,0 +1,68 @@
+"""``reslab check DATA``: the dataset health report, before any training.
+
+Exit code 0 when nothing blocks training (warnings are fine), 1 when a blocking problem
+was found, 2 for a usage error (e.g. DATA does not exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="image folder, CSV manifest or built-in name (fashion-mnist, digits, ...)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    parser.add_argument("--out", metavar="REPORT.json", help="also write the JSON report to this file")
+    parser.add_argument("--min-per-class", type=int, default=None, metavar="K",
+                        help="report classes with fewer than K training images (default 10)")
+    parser.add_argument("--fast", action="store_true",
+                        help="file-level checks only (what training runs first): no full decode")  # fmt: skip
+
+
+def format_report(report) -> str:
+    """Human-readable report: counts per split, one block per problem kind, the verdict."""
+    d = report.to_dict()
+    lines = [f"reslab check {d['source']} ({'full' if d['full'] else 'fast'} scan)"]
+    for split, info in d["stats"].get("splits", {}).items():
+        lines.append(f"  {split}: {info['images']} images in {len(info['classes'])} classes")
+    if "imbalance_ratio" in d["stats"]:
+        lines.append(f"  class imbalance (largest / smallest): {d['stats']['imbalance_ratio']}")
+    lines.append("")
+    if not report.problems:
+        lines.append("No problems found.")
+    for p in report.problems:
+        tag = "BLOCKING" if p.blocking else "warning"
+        lines.append(f"[{tag}] {p.kind}: {p.count} - {p.message}")
+        for path in p.paths[:5]:
+            lines.append(f"    {path}")
+        if p.paths and p.count > len(p.paths[:5]):
+            lines.append(f"    ... ({p.count - len(p.paths[:5])} more)")
+        for detail in p.details[:3]:
+            if detail not in p.paths:
+                lines.append(f"    note: {detail}")
+        lines.append(f"    fix: {p.fix}")
+    lines.append("")
+    if report.blocking:
+        kinds = ", ".join(d["blocking_kinds"])
+        lines.append(f"BLOCKING: {kinds}. Training refuses this dataset until they are fixed (exit code 1).")
+    else:
+        lines.append("OK to train: nothing blocking (warnings are handled automatically and logged).")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.data import check_dataset
+    from reslab.data.health import MIN_PER_CLASS
+
+    k = MIN_PER_CLASS if args.min_per_class is None else args.min_per_class
+    report = check_dataset(args.data, full=not args.fast, min_per_class=k)
+    text = json.dumps(report.to_dict(), indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text if args.json else format_report(report))
+    if args.out and not args.json:
+        print(f"report written to {args.out}")
+    return 1 if report.blocking else 0

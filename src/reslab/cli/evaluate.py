@@ -1,0 +1,85 @@
+"""``reslab evaluate``: metrics, confusion matrix and calibration of a trained model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a checkpoint file or a run folder (uses checkpoints/best.pt)")
+    p.add_argument("--data", metavar="DATA",
+                   help="image folder, CSV manifest or built-in name (default: the run's own data)")
+    p.add_argument("--split", choices=("test", "val", "train"),
+                   help="split to evaluate (default: test when the data has one, else val)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a temperature on the val split (L-BFGS on NLL), "
+                        "saved as temperature.json")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    p.add_argument("--out", metavar="DIR",
+                   help="where metrics.json and the plots go (default: RUN/evaluation)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="fp32 is the exact reference; auto uses bf16 where the CPU has it natively")
+
+
+def run(args) -> int:
+    from reslab.engine.precision import resolve_device
+    from reslab.errors import ConfigError
+    from reslab.evaluate import evaluate, fit_temperature
+    from reslab.evaluate.loading import (TEMPERATURE_FILE, load_eval_data, load_run, pick_split,
+                                         write_temperature)
+    from reslab.evaluate.report import EVAL_DIR
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, received {args.batch_size}.")
+    # With --json, stdout carries only the JSON document; notes go to stderr.
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    loaded = load_run(args.checkpoint, resolve_device(args.device))
+    bundle, label_map = load_eval_data(loaded, args.data, log=log)
+    split_name, split = pick_split(bundle, args.split)
+    if args.tta and not getattr(split, "hflip", True):
+        log(f"note: --tta flips images horizontally, which changes their meaning "
+            f"for {bundle.source!r}.")
+    common = dict(precision=args.precision, batch_size=args.batch_size,
+                  preprocess=loaded.preprocess, label_map=label_map, log=log)
+
+    temperature = loaded.temperature
+    out_dir = Path(args.out) if args.out else (
+        (loaded.run_dir / EVAL_DIR) if loaded.run_dir
+        else loaded.checkpoint_path.with_name(loaded.checkpoint_path.stem + "-evaluation"))
+    if args.calibrate:
+        if bundle.val is None or len(bundle.val) < 2:
+            raise ConfigError(
+                f"--calibrate fits the temperature on the val split, but {bundle.source!r} "
+                "has none; "
+                "use data with a val/ folder or a val_fraction > 0."
+            )
+        val = evaluate(loaded.model, bundle.val, loaded.classes, tta=args.tta, **common)
+        temperature = fit_temperature(val.logits, val.labels)
+        where = (loaded.run_dir or out_dir) / TEMPERATURE_FILE
+        write_temperature(where, temperature, fitted_on="val", samples=val.num_samples,
+                          nll_before=val.loss, tta=args.tta)
+        log(f"temperature {temperature:.4f} fitted on {val.num_samples} val images -> {where}")
+        if split_name == "val":
+            log("note: evaluating on the same val images the temperature was fitted on; "
+                "calibrated numbers are optimistic (use --split test when you have one).")
+    elif temperature is not None:
+        log(f"using the temperature {temperature:.4f} from {loaded.run_dir / TEMPERATURE_FILE}")
+
+    res = evaluate(loaded.model, split, loaded.classes, tta=args.tta, temperature=temperature,
+                   **common)
+    res.extra = {"split": split_name, "data": str(bundle.source),
+                 "checkpoint": str(loaded.checkpoint_path)}
+    paths = res.save(out_dir)
+    if args.json:
+        print(json.dumps(json.loads(paths["metrics"].read_text()), indent=2, ensure_ascii=False))
+    else:
+        print(f"{loaded.checkpoint_path} on {bundle.source} ({split_name} split), {res.inference}")
+        print(res.summary())
+        print(f"wrote {out_dir}/: " + ", ".join(p.name for p in paths.values()))
+    return 0

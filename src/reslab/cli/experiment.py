@@ -1,0 +1,104 @@
+"""``reslab experiment degradation|gradients|headline|transfer``: the paper's claim and the
+project's results, each rerunnable with one command (see scripts/run_experiments.sh)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+
+    d = sub.add_parser("degradation", help="plain vs residual nets of two depths (He et al. 2015, Fig. 6)")
+    d.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10, digits, a folder")
+    d.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
+    d.add_argument("--epochs", type=int, default=10, help="epochs for every model (default 10)")
+    d.add_argument("--subset", type=int, default=None, help="class-balanced training images (default all)")
+    d.add_argument("--test-subset", type=int, default=None, help="test images evaluated each epoch (default all)")
+    d.add_argument("--val-subset", type=int, default=None, help="validation images per epoch (default all)")
+    d.add_argument("--grad-seeds", type=int, nargs="+", default=[0, 1, 2], help="initialisations averaged")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--precision", default="auto")
+    d.add_argument("--out", default="runs/degradation")
+
+    g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)")
+    g.add_argument("--dataset", default="fashion-mnist")
+    g.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
+    g.add_argument("--batch", type=int, default=256, help="images in the measured batch")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="initialisations averaged")
+    g.add_argument("--out", default="runs/gradients")
+
+    h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time")
+    h.add_argument("--config", required=True, help="e.g. configs/fmnist_fast.yaml")
+    h.add_argument("--seeds", type=int, nargs="+", default=[0])
+    h.add_argument("--target", type=float, default=0.94, help="accuracy whose time-to-reach is reported")
+    h.add_argument("--time-batches", type=int, default=None,
+                   help="only time this many training batches and extrapolate the epoch (slow recipes)")
+    h.add_argument("--test-every", type=int, default=1, help="evaluate the test set every N epochs")
+    h.add_argument("--out", default="runs/headline")
+    h.add_argument("overrides", nargs="*", help="config overrides, e.g. epochs=5 optim.lr=0.2")
+
+    t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits")
+    t.add_argument("--weights", default="reslab:resnet20_fmnist",
+                   help="pretrained source (reslab:NAME, a run folder, a .safetensors file)")
+    t.add_argument("--labels", type=int, nargs="+", default=[5, 20, 0],
+                   help="labelled images per class; 0 means all (default 5 20 0)")
+    t.add_argument("--strategies", nargs="+", default=["linear", "full", "gradual", "discriminative"])
+    t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    t.add_argument("--epochs", type=int, default=None, help="default: about --steps updates, 4-60 epochs")
+    t.add_argument("--steps", type=int, default=300, help="optimizer steps per arm when --epochs is not given")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", default="runs/transfer")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.experiment == "degradation":
+        from reslab.experiments.degradation import run_degradation
+
+        res = run_degradation(
+            args.dataset, models=args.models, epochs=args.epochs, subset=args.subset,
+            test_subset=args.test_subset, val_subset=args.val_subset, grad_seeds=tuple(args.grad_seeds),
+            batch_size=args.batch_size, seed=args.seed,
+            device=args.device, precision=args.precision, out=args.out,
+        )  # fmt: skip
+        print((Path(args.out) / "table.md").read_text())
+        return 0 if res["table"] else 1
+    if args.experiment == "gradients":
+        from reslab.experiments.gradients import run_gradient_study
+
+        res = run_gradient_study(
+            args.dataset, models=args.models, batch=args.batch, seeds=tuple(args.seeds), out=args.out
+        )
+        for name, row in res["summary"].items():
+            print(f"{name:10s} early/late {row['early_late']:8.2f}   max/min {row['spread']:9.1f}")
+        return 0
+    if args.experiment == "headline":
+        from reslab.experiments.headline import measure_recipe, run_recipe
+
+        if args.time_batches:
+            res = measure_recipe(args.config, batches=args.time_batches, overrides=args.overrides, out=args.out)
+            print(f"{res['seconds_per_batch']:.3f} s/batch -> {res['epoch_seconds'] / 60:.1f} min/epoch "
+                  f"({res['images_per_s']:.1f} images/s) on {res['machine_line']}")
+            return 0
+        res = run_recipe(
+            args.config, seeds=args.seeds, overrides=args.overrides, target=args.target,
+            test_every=args.test_every, out=args.out,
+        )  # fmt: skip
+        s = res["summary"]
+        print(f"test acc {100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}% over {len(args.seeds)} "
+              f"seed(s); train time {s['train_seconds_mean']:.0f} s; time to {100 * args.target:g}%: "
+              f"{s['time_to_target_mean']}")
+        return 0
+    if args.experiment == "transfer":
+        from reslab.experiments.transfer import run_transfer
+
+        res = run_transfer(
+            args.weights, labels=[None if n == 0 else n for n in args.labels], strategies=args.strategies,
+            seeds=args.seeds, epochs=args.epochs, steps=args.steps, device=args.device, out=args.out,
+        )  # fmt: skip
+        print((Path(args.out) / "table.md").read_text())
+        return 0
+    raise AssertionError(args.experiment)

@@ -1,0 +1,163 @@
+"""``reslab models``: every architecture with its parameters and MACs at its default input size.
+
+The counts come from one forward pass of one image per model, so they are exact. Building
+~40 networks is what costs time: initialising 127M random weights (wide_resnet101_2) takes
+seconds. ``counting_model`` therefore builds the ImageNet nets on PyTorch's ``meta`` device
+(shapes without memory, data or init; the forward pass only propagates shapes) and builds the
+small-but-deep CIFAR nets on the CPU (for 1,200 layers of 32x32 images the meta device's
+per-operation overhead costs more than real arithmetic). tests/test_cli_models.py checks
+both against ordinary models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Sequence
+
+FAMILIES = ("imagenet", "cifar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", choices=FAMILIES, help="only this family")
+    parser.add_argument("--pattern", help="only names matching this glob, e.g. 'resnet*d'")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def counting_model(name: str, **kwargs: Any):
+    """``create_model(name, **kwargs)`` built the fastest way to count its parameters and MACs.
+
+    Args:
+        name: a registered architecture.
+        **kwargs: ``create_model`` arguments (``num_classes``, ``in_chans``...).
+    Returns:
+        The model in eval mode: on the ``meta`` device for the ImageNet family (no values at
+        all), on the CPU with its random init for the CIFAR family. Not for inference.
+    """
+    import torch
+
+    from reslab.models import get_spec
+    from reslab.models.registry import create_model
+
+    if get_spec(name).family != "imagenet":
+        return create_model(name, **kwargs).eval()
+    with torch.device("meta"):
+        return create_model(name, **kwargs).eval()
+
+
+@contextmanager
+def single_thread():
+    """Runs the block with one intra-op thread, then restores the previous count.
+
+    Counting runs thousands of tiny ops (one 32x32 image); waking a thread pool for each
+    costs more than it saves, and on a busy machine spinning threads waste whole cores.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def model_rows(family: str | None = None, pattern: str | None = None) -> list[dict[str, Any]]:
+    """One dict per registered architecture: name, family, params, macs, input_size, paper.
+
+    Args:
+        family: ``imagenet``, ``cifar`` or ``None`` for all.
+        pattern: optional glob on the name.
+    Returns:
+        Rows in registry order; ``macs`` is for one image at the default ``input_size``.
+    """
+    from reslab.models import count_params, get_spec, list_models, profile_model
+
+    rows = []
+    for name in list_models(pattern=pattern, family=family):
+        spec = get_spec(name)
+        with single_thread():
+            model = counting_model(name)
+            macs = sum(s.macs for s in profile_model(model, spec.input_size))
+        rows.append({
+            "name": name,
+            "family": spec.family,
+            "params": count_params(model),
+            "macs": macs,
+            "input_size": list(spec.input_size),
+            "paper": spec.paper,
+        })
+    return rows
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'; keeps three significant digits."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}{unit}"
+    return f"{n:g}{unit}"
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    right: Sequence[str] = (),
+    file=None,
+) -> None:
+    """Prints a table: a rich table on a terminal, plain aligned text otherwise (pipes, files).
+
+    Args:
+        columns: header names.
+        rows: cell values (converted with ``str``).
+        title: optional caption above the table.
+        right: names of columns to right-align (numbers).
+        file: stream (default ``sys.stdout``).
+    """
+    file = file or sys.stdout
+    cells = [[str(c) for c in row] for row in rows]
+    if file.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, header_style="bold")
+        for c in columns:
+            table.add_column(c, justify="right" if c in right else "left")
+        for row in cells:
+            table.add_row(*row)
+        Console(file=file).print(table)
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def fmt(row):
+        return "  ".join(
+            v.rjust(w) if c in right else v.ljust(w) for v, w, c in zip(row, widths, columns)
+        ).rstrip()
+
+    if title:
+        print(title, file=file)
+    print(fmt(list(columns)), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for row in cells:
+        print(fmt(row), file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = model_rows(args.family, args.pattern)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print_table(
+        ["model", "family", "params", "GMACs", "input", "paper"],
+        [
+            (r["name"], r["family"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
+             "x".join(map(str, r["input_size"])), r["paper"])
+            for r in rows
+        ],
+        title=f"{len(rows)} architectures (MACs for one image at the input size)",
+        right=("params", "GMACs"),
+    )
+    return 0

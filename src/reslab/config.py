@@ -1,0 +1,419 @@
+"""The one typed run config: YAML recipe + command-line overrides -> ``TrainConfig``.
+
+Every key is declared here with its unit and allowed values; unknown keys are refused, so a
+typo (``optim.weight_decy``) fails before any work instead of being silently ignored::
+
+    cfg = load_config("configs/fmnist_resnet20.yaml", overrides=["epochs=5", "optim.lr=0.2"])
+    cfg = load_config(None, overrides={"data": {"source": "digits"}, "epochs": 3})
+
+Precedence: field defaults < the YAML file < overrides (applied in order). The resolved
+config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+LOGGERS = ("tensorboard", "mlflow", "wandb")
+
+
+class _Section(BaseModel):
+    # extra="forbid": an unknown key is an error, never silently dropped.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DataConfig(_Section):
+    """Where the images come from and how batches are made (see ``reslab.data``)."""
+
+    source: str | None = None  # image folder, CSV manifest or built-in (fashion-mnist, digits, ...)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # held out of train when there is no val split
+    batch_size: int = Field(128, ge=1)  # images per step over all processes (the global batch)
+    eval_batch_size: int | None = Field(None, ge=1)  # default: 2 x batch_size
+    workers: int | None = Field(None, ge=0)  # decoder processes for streamed folders
+    image_size: int | None = Field(None, ge=1)  # px; default: the dataset's native size
+    in_chans: Literal[1, 3] | None = None  # default: detected from the images
+    in_memory: Literal["auto", True, False] = "auto"
+    augment: str | dict = "default"  # default|none|flip|crop|trivial|randaugment or AugmentSpec dict
+    random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # probability per image (Zhong et al. 2017)
+    mixup: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Zhang et al. 2018)
+    cutmix: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Yun et al. 2019)
+    sampler: Literal["random", "balanced"] = "random"
+    class_weights: Literal["none", "auto"] = "none"  # auto: inverse-frequency weighted loss
+    check: Literal[True, False, "full", "warn"] = True  # dataset health check before training
+    limit_train: int | None = Field(None, ge=1)  # use only this many training images (quick runs)
+    limit_val: int | None = Field(None, ge=1)  # and this many validation / test images
+
+
+class ModelConfig(_Section):
+    """Which architecture (``reslab models`` lists them) and its from-scratch options."""
+
+    name: str = "resnet20"
+    in_chans: Literal[1, 3] | None = None  # default: the data's channels
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth (Huang et al. 2016)
+    zero_init_residual: bool = False  # each block starts as identity (Goyal et al. 2017; large batches)
+    norm_layer: Literal["batchnorm", "groupnorm", "frozen_batchnorm"] = "batchnorm"
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    sync_bn: bool = False  # DDP: BatchNorm statistics over all processes (small per-GPU batches)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from .models import list_models
+
+        names = list_models()
+        if v not in names:
+            close = difflib.get_close_matches(v, names, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"a registered model name.{hint} `reslab models` lists all {len(names)}"
+            )
+        return v
+
+
+class OptimConfig(_Section):
+    """Optimizer; weight decay skips norm weights and biases unless ``decay_norm_bias``."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)  # peak learning rate for the global batch
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
+    nesterov: bool = True  # SGD only (Sutskever et al. 2013)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    eps: float = Field(1e-8, gt=0.0)  # AdamW only
+    decay_norm_bias: bool = False  # True applies weight decay to norm/bias too (usually worse)
+
+
+class ScheduleConfig(_Section):
+    """Per-step learning-rate schedule: linear warmup, then the named shape."""
+
+    name: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warmup from warmup_start x lr (Goyal et al.)
+    warmup_start: float = Field(0.1, ge=0.0, le=1.0)  # first warmup lr as a fraction of lr
+    min_lr: float = Field(0.0, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the run
+    gamma: float = Field(0.1, gt=0.0, le=1.0)  # step: lr multiplier at each milestone
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0)  # onecycle: share of steps rising to lr
+    div_factor: float = Field(25.0, ge=1.0)  # onecycle: start lr = lr / div_factor
+    final_div_factor: float = Field(1e4, ge=1.0)  # onecycle: last lr = start lr / final_div_factor
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScheduleConfig":
+        if self.name == "onecycle" and self.warmup_epochs > 0:
+            raise ValueError(
+                "onecycle has its own warmup (pct_start); set schedule.warmup_epochs=0 "
+                f"(received {self.warmup_epochs}) or use schedule.name=cosine"
+            )
+        if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(self.milestones):
+            raise ValueError(
+                f"schedule.milestones={self.milestones} must be increasing fractions of the run in (0, 1), "
+                "e.g. [0.5, 0.75]"
+            )
+        return self
+
+
+class EmaConfig(_Section):
+    """Exponential moving average of the weights, evaluated instead of the live weights."""
+
+    enabled: bool = False
+    decay: float = Field(0.999, gt=0.0, lt=1.0)  # per optimizer step
+    warmup: bool = True  # decay ramps as (1 + t) / (10 + t) early on (timm's ModelEma)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        # ``ema: true`` or ``ema: 0.9998`` are accepted as short forms.
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return {"enabled": True, "decay": v}
+        return v
+
+
+class EarlyStopConfig(_Section):
+    """Stop when the validation metric has not improved for ``patience`` epochs."""
+
+    patience: int = Field(0, ge=0)  # epochs; 0 = off
+    min_delta: float = Field(0.0, ge=0.0)  # smallest change that counts as an improvement
+    metric: Literal["val_acc", "val_loss"] = "val_acc"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return {"patience": v}
+        return v
+
+
+class FinetuneConfig(_Section):
+    """Fine-tuning pretrained weights; semantics in ``reslab.finetune`` and docs/finetuning.md.
+
+    ``auto`` values are chosen from the data at the start of the run and printed with the
+    reason (``reslab.finetune.defaults``).
+    """
+
+    pretrained: str | None = None  # weights source: reslab:NAME, torchvision:..., a file or a run folder
+    strategy: Literal["auto", "linear", "full", "gradual", "discriminative"] = "auto"
+    bn: Literal["auto", "train", "frozen", "eval"] = "auto"  # BatchNorm policy, same in every phase
+    unfreeze_every: int = Field(1, ge=1)  # gradual: epochs per newly unfrozen group (head first)
+    # lr multiplier per group from the head down to the stem; None: 0.5 for discriminative,
+    # 1.0 (no decay) otherwise; a value < 1 is refused for linear/full, where it does nothing.
+    lr_decay: float | None = Field(None, gt=0.0, le=1.0)
+    # linear: extract the backbone's pooled features once and train the head on them
+    # (no augmentation, seconds on a CPU); auto: on for linear on a CPU.
+    cache_features: Literal["auto", True, False] = "auto"
+
+    @field_validator("pretrained")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("a weights source such as reslab:resnet20_fashion_mnist, a file or a run folder")
+        return v
+
+    @model_validator(mode="after")
+    def _decay_fits_strategy(self) -> "FinetuneConfig":
+        if self.lr_decay is not None and self.lr_decay < 1 and self.strategy in ("linear", "full"):
+            raise ValueError(
+                f"finetune.lr_decay={self.lr_decay} does nothing with strategy={self.strategy}; "
+                "use finetune.strategy=discriminative (or gradual) for layer-wise learning rates"
+            )
+        return self
+
+
+class TrackingConfig(_Section):
+    """Options of the experiment trackers named in ``log``."""
+
+    mlflow_uri: str | None = None  # default: sqlite:///<run>/mlflow.db; or file:..., http://...
+    experiment: str = "reslab"  # MLflow experiment / W&B project
+    run_name: str | None = None  # default: the run folder's name
+
+
+class TrainConfig(_Section):
+    """A whole training run. Sections: data, model, optim, schedule, ema, early_stop,
+    finetune, tracking; the rest are top-level scalars."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    finetune: FinetuneConfig | None = None
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    epochs: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    out: str | None = None  # run folder; default runs/<model>-<date>-<time>
+    overwrite: bool = False  # allow starting a fresh run in a folder that already holds one
+    log: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # Szegedy et al. 2016
+    clip_grad: float | None = Field(None, gt=0.0)  # max global L2 norm of the gradients
+    accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
+    deterministic: bool = False  # deterministic kernels: bit-exact reruns and resumes
+    compile: bool = False  # torch.compile the model (minutes of compile time; faster after)
+    threads: int | None = Field(None, ge=1)  # CPU threads; default: every core we may use
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # also checkpoint mid-epoch
+    log_every: int = Field(50, ge=1)  # optimizer steps between progress updates (host syncs)
+    eval_test: bool = True  # evaluate the best weights on the test split at the end
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _split_log(cls, v: Any) -> Any:
+        # ``--log tensorboard,mlflow`` arrives as one string; "none" or "" means no trackers.
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip() and s.strip().lower() != "none"]
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError("auto, cpu, cuda or cuda:N")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "TrainConfig":
+        if self.data.batch_size % self.accum_steps:
+            raise ValueError(
+                f"data.batch_size={self.data.batch_size} must be divisible by "
+                f"accum_steps={self.accum_steps} (each micro-batch is batch_size / accum_steps)"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (YAML/JSON/checkpoint safe)."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------- loading
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} is not key=value; write e.g. optim.lr=0.05 or schedule.name=step."
+        )
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["optim.lr=0.05", "ema=true"]`` -> ``{"optim.lr": 0.05, "ema": True}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        keys, value = _parse_override(str(item))
+        out[".".join(keys)] = value
+    return out
+
+
+def _set(tree: dict, path: Sequence[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        elif isinstance(v, Mapping):
+            base[k] = _merge({}, v)
+        else:
+            base[k] = v
+    return base
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                keys += _valid_keys(cand, prefix + name + ".")
+    return keys
+
+
+def _describe(err: dict, where: str) -> str:
+    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "(top level)"
+    received = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        valid = [k for k in _valid_keys(TrainConfig) if k.rsplit(".", 1)[0] == section or not section]
+        valid = [k for k in valid if ("." in k) == bool(section)]
+        close = difflib.get_close_matches(key, _valid_keys(TrainConfig), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {key!r}.{hint} Valid keys here: {', '.join(valid)}."
+    ctx = err.get("ctx") or {}
+    msg = str(ctx.get("error", err["msg"])) if kind == "value_error" else err["msg"]
+    msg = msg.removeprefix("Value error, ").removeprefix("Input should be ")
+    if kind == "value_error" and isinstance(received, dict):
+        return f"{msg}."  # a check across several keys: the message names them
+    if kind == "literal_error":
+        msg = f"one of {ctx.get('expected')}"
+    elif kind != "value_error":
+        msg = f"a value {msg}" if msg.split(" ")[0] in ("greater", "less") else msg
+    return f"{key}: received {received!r}; expected {msg}."
+
+
+def validate_config(data: Mapping[str, Any], where: str = "the config") -> TrainConfig:
+    """Validates a plain dict into a ``TrainConfig``.
+
+    Args:
+        data: nested dict of config values.
+        where: named in the error (e.g. the YAML file).
+    Returns:
+        The validated config.
+    Raises:
+        ConfigError naming each bad key, the received value and the allowed values.
+    """
+    try:
+        return TrainConfig.model_validate(dict(data))
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            if err["type"] == "literal_error" and err.get("input") is None:
+                continue
+            lines.append("  " + _describe(err, where))
+        if not lines:  # only the Optional's None branch complained: report everything
+            lines = ["  " + _describe(err, where) for err in e.errors()]
+        raise ConfigError(
+            f"invalid value(s) in {where}:\n" + "\n".join(dict.fromkeys(lines))
+            + "\nFix the YAML file or pass key=value, e.g. optim.name=sgd."
+        ) from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Loads a recipe and applies overrides.
+
+    Args:
+        path: a YAML file (None: the defaults).
+        overrides: ``["optim.lr=0.05", "ema=true"]`` (values parsed as YAML) or a dict,
+            nested (``{"optim": {"lr": 0.05}}``) or dotted (``{"optim.lr": 0.05}``).
+    Returns:
+        The validated ``TrainConfig``.
+    Raises:
+        ConfigError for a missing/unreadable file, a malformed override or a bad value.
+    """
+    tree: dict[str, Any] = {}
+    where = "the config"
+    if path is not None:
+        where = str(path)
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe such as "
+                              "configs/fmnist_resnet20.yaml.")  # fmt: skip
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys (received {type(loaded).__name__}).")
+        tree = _merge(tree, loaded)
+    if overrides:
+        where += " + overrides" if path else " (overrides)"
+        if isinstance(overrides, Mapping):
+            for k, v in overrides.items():
+                if "." in str(k):
+                    _set(tree, str(k).split("."), v)
+                elif isinstance(v, Mapping) and isinstance(tree.get(k), dict):
+                    _merge(tree[k], v)
+                else:
+                    tree[k] = _merge({}, v) if isinstance(v, Mapping) else v
+        else:
+            for item in overrides:
+                keys, value = _parse_override(str(item))
+                _set(tree, keys, value)
+    return validate_config(tree, where)
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Writes the resolved config as YAML (atomically)."""
+    from .engine.checkpoint import atomic_write_bytes
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))

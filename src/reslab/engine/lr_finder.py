@@ -1,0 +1,210 @@
+"""The learning-rate range test (Smith 2017, "Cyclical Learning Rates", section 3.3; as
+popularised by fastai's ``lr_find``): train for a few hundred steps while the rate grows
+exponentially from tiny to huge, record the (smoothed) loss, and pick a rate where the loss
+falls fastest. The model's weights are put back afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+from .optim import build_optimizer
+from .precision import resolve_device, resolve_precision, set_cpu_threads
+from .state import seed_everything
+
+
+@dataclass
+class LRFindResult:
+    """The sweep and its suggestions.
+
+    Attributes:
+        lrs: learning rate at each step.
+        losses: bias-corrected exponentially smoothed loss at each step.
+        raw_losses: the loss of each step's batch.
+        steepest: rate where the smoothed loss falls fastest per log-unit of rate.
+        min_div10: the rate of the lowest smoothed loss divided by 10.
+        suggestion: the recommended rate (``steepest``, capped at ``min_div10 * 10 / 3``
+            so it stays clear of the divergence edge).
+        stopped_early: the sweep ended because the loss diverged.
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    raw_losses: list[float] = field(default_factory=list)
+    steepest: float | None = None
+    min_div10: float | None = None
+    suggestion: float | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def plot(self, path: str | Path) -> Path:
+        """Saves loss against learning rate (log axis) with the suggestions marked, as PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        ax.plot(self.lrs, self.losses, color="C0", label="smoothed loss")
+        ax.plot(self.lrs, self.raw_losses, color="C0", alpha=0.25, lw=0.8, label="batch loss")
+        marks = (("steepest", self.steepest, "C3"), ("min / 10", self.min_div10, "C2"))
+        for name, lr, color in marks:
+            if lr:
+                ax.axvline(lr, color=color, ls="--", lw=1, label=f"{name}: {lr:.2g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        lo = min(self.losses) if self.losses else 0
+        hi = self.losses[0] if self.losses else 1
+        ax.set_ylim(lo - 0.1 * abs(hi - lo), hi + 0.5 * abs(hi - lo) + 1e-6)
+        ax.set_title(f"LR range test: suggestion {self.suggestion:.2g}" if self.suggestion else "LR range test")
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float | None, float | None]:
+    """(steepest descent, min / 10) from a smoothed loss curve.
+
+    The slope is taken against log10(lr) up to the minimum of the loss, skipping the first
+    tenth of the sweep where the loss is still at its plateau and smoothing warms up.
+    """
+    lrs_a, losses_a = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    if len(lrs_a) < 5:
+        return None, None
+    i_min = int(np.argmin(losses_a))
+    min_div10 = float(lrs_a[i_min] / 10)
+    lo = max(1, len(lrs_a) // 10)
+    if i_min - lo < 2:
+        return None, min_div10
+    slope = np.gradient(losses_a[: i_min + 1], np.log10(lrs_a[: i_min + 1]))
+    steepest = float(lrs_a[lo + int(np.argmin(slope[lo:]))])
+    return steepest, min_div10
+
+
+def lr_find(
+    cfg: TrainConfig,
+    *,
+    model: nn.Module | None = None,
+    param_groups: Sequence[dict[str, Any]] | None = None,
+    data=None,
+    start_lr: float = 1e-6,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    beta: float = 0.98,
+    diverge: float = 4.0,
+    log=print,
+) -> LRFindResult:
+    """Sweeps the learning rate exponentially and suggests one.
+
+    Args:
+        cfg: the run config (data, model, optimizer, precision are used; the schedule is not).
+        model: a prebuilt model (weights are restored afterwards); default: from ``cfg.model``.
+        param_groups: optimizer groups as for ``fit`` (``lr_scale`` is kept).
+        data: a prebuilt ``DataBundle``; default: ``cfg.data.source``.
+        start_lr, end_lr: the sweep's range.
+        num_steps: optimizer steps (batches) in the sweep.
+        beta: smoothing of the loss (0.98: about the last 50 batches).
+        diverge: stop once the smoothed loss exceeds ``diverge`` x its minimum.
+        log: where progress goes.
+    Returns:
+        An ``LRFindResult`` (``.plot(path)`` draws it).
+    """
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"lr-find needs 0 < start_lr < end_lr, received start_lr={start_lr}, end_lr={end_lr}.")
+    if num_steps < 10:
+        raise ConfigError(f"lr-find num_steps={num_steps} is too few for a curve; use 50-300.")
+    from ..data import make_loader
+    from .training import build_model, limit_split, load_data
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision)
+    prev_threads = torch.get_num_threads()
+    set_cpu_threads(cfg.threads)
+    log(f"precision: {precision.describe()}")
+    try:
+        in_chans = getattr(model, "in_chans", None) if model is not None else (cfg.model.in_chans or cfg.data.in_chans)
+        bundle = load_data(cfg, data, in_chans, log)
+        split = limit_split(bundle.train, cfg.data.limit_train, cfg.seed)
+        seed_everything(cfg.seed)
+        saved = None
+        if model is None:
+            model = build_model(cfg, len(bundle.classes), bundle.in_chans)
+        else:
+            saved = copy.deepcopy(model.state_dict())
+        model.to(device).train()
+        if precision.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(cfg.optim, model, param_groups)
+        loader = make_loader(split, batch_size=cfg.data.batch_size, train=True, preprocess=bundle.preprocess,
+                             augment=cfg.data.augment, seed=cfg.seed, device=device,
+                             workers=cfg.data.workers)  # fmt: skip
+        scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
+        result = LRFindResult()
+        ratio = (end_lr / start_lr) ** (1.0 / (num_steps - 1))
+        avg, best = 0.0, math.inf
+        epoch, batches = 0, iter(())
+        for i in range(num_steps):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                loader.set_epoch(epoch)
+                epoch += 1
+                batches = iter(loader)
+                x, y = next(batches)
+            lr = start_lr * ratio**i
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            if precision.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with precision.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            value = float(loss.detach())  # one sync per step: the sweep needs the value to stop
+            if not math.isfinite(value):
+                result.stopped_early = True
+                break
+            avg = beta * avg + (1 - beta) * value
+            smoothed = avg / (1 - beta ** (i + 1))  # bias correction, as in Adam
+            result.lrs.append(lr)
+            result.raw_losses.append(value)
+            result.losses.append(smoothed)
+            best = min(best, smoothed)
+            if i > num_steps // 10 and smoothed > diverge * best:
+                result.stopped_early = True
+                break
+        result.steepest, result.min_div10 = suggest(result.lrs, result.losses)
+        if result.steepest is not None and result.min_div10 is not None:
+            result.suggestion = min(result.steepest, result.min_div10 * 10 / 3)
+        else:
+            result.suggestion = result.steepest or result.min_div10
+        if saved is not None:
+            model.load_state_dict(saved)
+        return result
+    finally:
+        torch.set_num_threads(prev_threads)

@@ -1,0 +1,89 @@
+"""Redraws every results figure from the experiments' JSON files (no training).
+
+    python -m reslab.experiments.figures runs/exp docs/results/img
+
+Reads whichever of ``gradients/gradients.json``, ``degradation/degradation.json``,
+``transfer/transfer.json`` and ``*/headline.json`` exist under the runs folder and writes
+the PNGs the pages in docs/results/ show.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import plots
+from .tables import read_json
+
+
+def draw_all(runs: str | Path, img: str | Path) -> list[Path]:
+    """Draws every figure whose results exist.
+
+    Args:
+        runs: the experiments folder (``scripts/run_experiments.sh``'s ``$EXP_OUT``).
+        img: output folder for the PNGs.
+    Returns:
+        The written files.
+    """
+    runs, img = Path(runs), Path(img)
+    written: list[Path] = []
+    g = runs / "gradients" / "gradients.json"
+    if g.is_file():
+        r = read_json(g)
+        n = f"{len(r['seeds'])} initialisations, {r['batch']} {r['dataset']} images"
+        written.append(plots.plot_grad_norms(
+            {m: p["grad_norm"] for m, p in r["profiles"].items()}, img / "grad_norms_init.png",
+            f"||dL/dW|| per conv layer at initialisation ({n})",
+        ))  # fmt: skip
+        written.append(plots.plot_grad_norms(
+            {m: p["relative"] for m, p in r["profiles"].items()}, img / "grad_relative_init.png",
+            "||dL/dW|| / ||W|| at initialisation (the step relative to the weight)", ylabel="||dL/dW|| / ||W||",
+        ))  # fmt: skip
+    d = runs / "degradation" / "degradation.json"
+    if d.is_file():
+        r = read_json(d)
+        s = r["setup"]
+        budget = f"{s['dataset']}: {s['train_size']} train images, {s['epochs']} epochs, batch {s['batch_size']}"
+        written.append(plots.plot_error_curves(r["curves"], img / "degradation_curves.png", budget))
+        if r.get("grad_trained"):
+            both = {f"{m} init": r["grad_init"][m]["grad_norm"] for m in r["grad_trained"]}
+            both.update({f"{m} trained": v for m, v in r["grad_trained"].items()})
+            written.append(plots.plot_grad_norms(
+                {k: v for k, v in both.items() if k.endswith("trained")}, img / "grad_norms_trained.png",
+                f"||dL/dW|| per conv layer after training ({budget})",
+            ))  # fmt: skip
+    t = runs / "transfer" / "transfer.json"
+    if t.is_file():
+        r = read_json(t)
+        written.append(plots.plot_accuracy_vs_labels(
+            r["rows"], img / "transfer.png", f"digits, 28 px: {r['weights']} vs from scratch ({r['architecture']})"
+        ))  # fmt: skip
+    curves = {}
+    for h in sorted(runs.glob("*/headline.json")):
+        r = read_json(h)
+        for run in r["runs"]:
+            label = f"{Path(r['config']).stem} seed {run['seed']}"
+            curves[label] = {
+                "seconds": [x["train_seconds"] for x in run["records"]],
+                "accuracy": [100 * x["test_acc"] for x in run["records"]],
+            }
+    if curves:
+        written.append(plots.plot_accuracy_vs_time(
+            curves, img / "fmnist_accuracy_vs_time.png", target=94.0,
+            title="Fashion-MNIST test accuracy against training time, 2 CPU cores",
+        ))  # fmt: skip
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m reslab.experiments.figures RUNS_DIR IMG_DIR", file=sys.stderr)
+        return 2
+    for p in draw_all(*argv):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

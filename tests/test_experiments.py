@@ -1,0 +1,189 @@
+"""The experiments: gradient norms against an autograd oracle, the direction of the
+plain-vs-residual effect on real images, the degradation driver on a seconds-long budget,
+and the table/figure writers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from reslab import create_model
+from reslab.errors import ConfigError
+from reslab.experiments import gradients as G
+from reslab.experiments import plots
+from reslab.experiments.degradation import run_degradation, stratified_subset, write_outputs
+from reslab.experiments.headline import summarize_runs, time_to_target
+from reslab.experiments.tables import markdown_table, read_json, write_json
+from reslab.experiments.transfer import batch_size_for, epochs_for, summarize
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits_batch():
+    """64 real, class-balanced digits (8x8 grey), normalised as the loaders do."""
+    x, y, bundle = G.real_batch("digits", 64)
+    return x, y, bundle
+
+
+# ---------------------------------------------------------------- gradient norms
+def test_main_path_convs_pair_plain_with_residual():
+    # resnet20_b has 1x1 projection shortcuts; they are left out so the lists line up.
+    plain = G.main_path_convs(create_model("plain20", in_chans=1))
+    res = G.main_path_convs(create_model("resnet20_b", in_chans=1))
+    assert [n for n, _ in plain] == [n for n, _ in res]
+    assert [m.weight.shape for _, m in plain] == [m.weight.shape for _, m in res]
+    assert len(plain) == 19  # 6n + 1 convs: the stem and two per block (n = 3)
+
+
+def test_conv_grad_norms_match_autograd(digits_batch):
+    x, y, _ = digits_batch
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_chans=1).eval()
+    got = G.conv_grad_norms(model, x, y)
+    assert not model.training, "the caller's mode must be restored"
+    assert all(p.grad is None for p in model.parameters()), "existing .grad must be left alone"
+    # Oracle: the plain PyTorch way, in train mode, with .backward().
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    want = [m.weight.grad.norm().item() for _, m in G.main_path_convs(model)]
+    np.testing.assert_allclose([g.grad_norm for g in got], want, rtol=1e-4)
+    np.testing.assert_allclose(
+        [g.relative for g in got],
+        [w / m.weight.norm().item() for w, (_, m) in zip(want, G.main_path_convs(model))],
+        rtol=1e-4,
+    )
+    assert [g.depth for g in got] == list(range(1, len(got) + 1))
+
+
+def test_plain_net_gradients_explode_towards_input_residual_stay_even(digits_batch):
+    # The direction measured on a real batch (docs/results/degradation.md): with BatchNorm,
+    # a deep plain net's early layers get far *larger* gradients than its late ones
+    # (Yang et al. 2019), while the identity shortcut keeps a ResNet's profile nearly flat.
+    x, y, _ = digits_batch
+    ratio = {}
+    for name in ("plain20", "plain56", "resnet56"):
+        prof = G.gradient_profile(lambda: create_model(name, num_classes=10, in_chans=1), x, y, seeds=(0,))
+        ratio[name] = G.early_late_ratio(prof["grad_norm"])
+    assert ratio["plain56"] > 10 * ratio["resnet56"]
+    assert ratio["plain56"] > 5 * ratio["plain20"], "the effect grows with depth"
+    assert ratio["resnet56"] < 10
+
+
+def test_gradient_profile_is_geometric_mean_over_seeds(digits_batch):
+    x, y, _ = digits_batch
+    prof = G.gradient_profile(lambda: create_model("resnet20", num_classes=10, in_chans=1), x, y, seeds=(0, 1))
+    runs = np.array(prof["per_seed"])
+    np.testing.assert_allclose(prof["grad_norm"], np.exp(np.log(runs).mean(0)), rtol=1e-9)
+    assert G.spread([1.0, 4.0, 2.0]) == 4.0
+    assert G.early_late_ratio([8.0, 1.0, 1.0, 2.0], fraction=0.25) == 4.0
+
+
+# ---------------------------------------------------------------- degradation driver
+def test_stratified_subset_balances_classes():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    idx = stratified_subset(labels, 30, seed=0)
+    assert np.bincount(labels[idx].numpy()).tolist() == [10, 10, 10]
+    assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 30
+    assert torch.equal(stratified_subset(labels, 1000, 0), torch.arange(100))
+
+
+def test_degradation_rejects_bad_arguments_before_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model"):
+        run_degradation("digits", models=["plain20", "resnet21"], out=tmp_path)
+    with pytest.raises(ConfigError, match="epochs"):
+        run_degradation("digits", models=["plain20", "resnet20"], epochs=0, out=tmp_path)
+    with pytest.raises(ConfigError, match="at least two"):
+        run_degradation("digits", models=["plain20"], out=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing may be written before the arguments are valid"
+
+
+def test_degradation_tiny_budget_end_to_end(tmp_path):
+    res = run_degradation(
+        "digits", models=["plain20", "resnet20"], epochs=1, subset=64, test_subset=40, val_subset=20,
+        batch_size=32, grad_batch=32, grad_seeds=(0,), device="cpu", out=tmp_path, log=lambda *_: None,
+    )  # fmt: skip
+    assert [r["model"] for r in res["table"]] == ["plain20", "resnet20"]
+    for row in res["table"]:
+        assert 0.0 <= row["train_error"] <= 100.0 and 0.0 <= row["test_error"] <= 100.0
+        assert row["params"] == sum(p.numel() for p in create_model(row["model"], num_classes=10, in_chans=1).parameters())
+    assert res["setup"]["train_size"] == 64 and res["setup"]["test_size"] == 40
+    assert res["curves"]["plain20"]["epoch"] == [1]
+    assert len(res["grad_trained"]["resnet20"]) == 19
+    assert res["table"][1]["paper_cifar10_test_error"] == 8.75
+    saved = read_json(tmp_path / "degradation.json")
+    assert saved["table"] == json.loads(json.dumps(res["table"]))
+    for name in ("degradation_curves.png", "grad_norms_init.png", "grad_norms_trained.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    table = (tmp_path / "table.md").read_text()
+    assert table.startswith("| model | params |") and "| resnet20 | 269,434 |" in table
+    # the writers redraw everything from the saved JSON alone
+    write_outputs(saved, tmp_path / "again")
+    assert (tmp_path / "again" / "degradation_curves.png").read_bytes()[:8] == PNG
+
+
+# ---------------------------------------------------------------- tables and figures
+def test_markdown_table_and_json_roundtrip(tmp_path):
+    rows = [{"a": "x", "b": 1234.5}, {"a": "y", "b": None}]
+    md = markdown_table(rows, [("a", "name", "{}"), ("b", "value", "{:,.1f}")])
+    assert md.splitlines() == ["| name | value |", "|---|---|", "| x | 1,234.5 |", "| y | — |"]
+    path = write_json(tmp_path / "sub" / "r.json", {"rows": rows, "pi": math.pi})
+    assert read_json(path) == {"rows": rows, "pi": math.pi}
+
+
+def test_figures_are_written(tmp_path):
+    p1 = plots.plot_accuracy_vs_time(
+        {"fast": {"seconds": [10, 20, 30], "accuracy": [90, 93, 94.2]},
+         "tutorial (extrapolated)": {"seconds": [100, 200], "accuracy": [88, 90], "extrapolated": True}},
+        tmp_path / "t.png",
+    )  # fmt: skip
+    rows = [
+        {"init": init, "strategy": s, "labels_per_class": n, "test_acc": acc}
+        for init, s, acc in (("pretrained", "linear", 80.0), ("scratch", "full", 50.0))
+        for n in (5, 20)
+    ]
+    p2 = plots.plot_accuracy_vs_labels(rows, tmp_path / "l.png")
+    p3 = plots.plot_grad_norms({"plain56": [100.0, 10.0, 1.0], "resnet56": [1.0, 0.9, 0.8]}, tmp_path / "g.png")
+    for p in (p1, p2, p3):
+        assert p.read_bytes()[:8] == PNG and p.stat().st_size > 5000
+
+
+# ---------------------------------------------------------------- headline and transfer helpers
+def test_time_to_target_and_seed_summary():
+    recs = [{"test_acc": 0.90, "train_seconds": 10.0}, {"test_acc": 0.941, "train_seconds": 21.0},
+            {"test_acc": 0.935, "train_seconds": 30.0}]  # fmt: skip
+    assert time_to_target(recs, 0.94) == 21.0
+    assert time_to_target(recs, 0.95) is None
+    runs = [{"test_acc": a, "train_seconds": s, "wall_seconds": s + 1, "time_to_target": t}
+            for a, s, t in ((0.94, 100.0, 90.0), (0.95, 110.0, 80.0), (0.96, 120.0, 70.0))]  # fmt: skip
+    s = summarize_runs(runs)
+    assert s["test_acc_mean"] == pytest.approx(0.95)
+    assert s["test_acc_std"] == pytest.approx(np.std([0.94, 0.95, 0.96], ddof=1))
+    assert s["time_to_target_mean"] == pytest.approx(80.0)
+    runs[0]["time_to_target"] = None
+    assert summarize_runs(runs)["time_to_target_mean"] is None, "every seed must reach the target"
+
+
+def test_transfer_budget_rules_and_summary():
+    assert [batch_size_for(n) for n in (50, 200, 1150, 10_000)] == [8, 32, 64, 64]
+    assert epochs_for(50, 8, steps=80) == 14  # 6 steps/epoch -> ceil(80 / 6)
+    assert epochs_for(1150, 64, steps=80) == 5  # 17 steps/epoch -> ceil(80 / 17)
+    assert epochs_for(10_000, 64, steps=80) == 4  # never fewer than 4
+    rows = [{"init": "pretrained", "strategy": "linear", "labels_per_class": 5, "n_train": 50,
+             "test_acc": a, "epochs": 14} for a in (80.0, 90.0)]  # fmt: skip
+    (row,) = summarize(rows)
+    assert row["test_acc"] == 85.0 and row["seeds"] == 2
+    assert row["test_acc_std"] == pytest.approx(np.std([80.0, 90.0], ddof=1))
+
+
+def test_cli_reports_bad_model_without_traceback(capsys):
+    from reslab.cli.main import main
+
+    assert main(["experiment", "degradation", "--dataset", "digits", "--models", "plain20", "resnet7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: degradation: unknown model(s) ['resnet7']") and "Traceback" not in err

@@ -1,0 +1,74 @@
+"""Defaults chosen from the data: strategy, BatchNorm policy, learning rate and batch size."""
+
+import pytest
+import torch
+
+from reslab.config import load_config
+from reslab.errors import ConfigError
+from reslab.finetune.api import _batch_size
+from reslab.finetune.defaults import BASE_LR, REFERENCE_BATCH, choose_plan, images_per_class
+
+
+def _labels(per_class, classes=10):
+    return torch.arange(classes).repeat_interleave(per_class)
+
+
+@pytest.mark.parametrize(
+    "per_class, strategy, bn",
+    [(3, "gradual", "frozen"), (9, "gradual", "frozen"), (10, "gradual", "frozen"),
+     (99, "gradual", "frozen"), (100, "full", "train"), (600, "full", "train")],
+)
+def test_tiers_by_images_per_class(per_class, strategy, bn):
+    plan = choose_plan(_labels(per_class), 10, batch_size=32)
+    assert (plan.strategy, plan.bn) == (strategy, bn)
+    assert plan.images_per_class == per_class
+    assert plan.lr == pytest.approx(BASE_LR["sgd"][strategy] * 32 / REFERENCE_BATCH)
+    assert len(plan.reasons) == 3 and str(per_class) in plan.reasons[0]
+
+
+def test_fewer_images_give_smaller_steps_through_the_batch():
+    few = choose_plan(_labels(5), 10, batch_size=8)
+    some = choose_plan(_labels(50), 10, batch_size=64)
+    assert few.lr < some.lr
+
+
+def test_small_batch_fixes_bn_even_with_many_images():
+    plan = choose_plan(_labels(200), 10, batch_size=8)
+    assert plan.strategy == "full" and plan.bn == "eval" and "batch size 8" in plan.reasons[1]
+
+
+def test_median_is_robust_to_one_huge_class():
+    labels = torch.cat([_labels(20), torch.zeros(5000, dtype=torch.long)])
+    assert images_per_class(labels, 10) == 20
+
+
+def test_user_choices_are_kept_and_said_so():
+    plan = choose_plan(_labels(5), 10, strategy="full", bn="train", lr=0.3)
+    assert (plan.strategy, plan.bn, plan.lr) == ("full", "train", 0.3)
+    assert all("your choice" in r for r in plan.reasons)
+    adam = choose_plan(_labels(500), 10, optimizer="adamw", batch_size=256)
+    assert adam.lr == BASE_LR["adamw"]["full"]  # AdamW's rate does not scale with the batch
+    with pytest.raises(ConfigError, match="strategy='best'"):
+        choose_plan(_labels(5), 10, strategy="best")
+    with pytest.raises(ConfigError, match="bn='off'"):
+        choose_plan(_labels(5), 10, bn="off")
+
+
+def test_batch_size_follows_the_data_unless_given():
+    cfg = load_config(None, overrides=["data.source=x"])
+    assert _batch_size(cfg, 50) == (8, _batch_size(cfg, 50)[1])  # 50 // 4 = 12 -> 8
+    assert _batch_size(cfg, 100)[0] == 16
+    assert _batch_size(cfg, 100_000) == (128, None)
+    given = load_config(None, overrides=["data.source=x", "data.batch_size=32"])
+    assert _batch_size(given, 50) == (32, None)
+
+
+def test_finetune_config_validation():
+    with pytest.raises(ConfigError, match="lr_decay=0.5 does nothing with strategy=full"):
+        load_config(None, overrides=["finetune.strategy=full", "finetune.lr_decay=0.5"])
+    with pytest.raises(ConfigError, match="unfreeze_every"):
+        load_config(None, overrides=["finetune.unfreeze_every=0"])
+    with pytest.raises(ConfigError, match="cache_features"):
+        load_config(None, overrides=["finetune.cache_features=sometimes"])
+    cfg = load_config(None, overrides=["finetune.pretrained=reslab:resnet20_fashion_mnist"])
+    assert cfg.finetune.strategy == "auto" and cfg.finetune.lr_decay is None
