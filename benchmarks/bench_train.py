@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--compile", action="store_true", help="also time compile: true (minutes of compiling)")
+    p.add_argument("--steps", type=int, help="steps per timed round (default 20; 4 for resnet50 on CPU)")
+    p.add_argument("--rounds", type=int, help="timed rounds per contender (default 5; 3 for resnet50 on CPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -206,6 +208,7 @@ def main(argv=None) -> int:
         case = CASES[key]
         big = case["size"] > 100 and device.type == "cpu"
         steps, rounds, warmup = (3, 2, 2) if args.quick else ((4, 3, 2) if big else (20, 5, 5))
+        steps, rounds = args.steps or steps, args.rounds or rounds
         results.append(bench_case(key, case, device, steps, rounds, warmup, args.compile))
     print()
     header = f"{'case':14} {'contender':16} {'img/s':>9}"

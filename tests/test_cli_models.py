@@ -9,12 +9,13 @@ import io
 import json
 import os
 import pty
+from pathlib import Path
 
 import pytest
 import torch
 
 from reslab.cli.main import main
-from reslab.cli.models import counting_model, model_rows, print_table
+from reslab.cli.models import counting_model, model_rows, print_table, render
 from reslab.cli.summary import summarize
 from reslab.models import count_params, create_model, get_spec, list_models, profile_model
 
@@ -35,9 +36,8 @@ def test_counting_model_equals_a_real_model(name):
     assert count_params(fast) == count_params(real)
 
 
-def test_models_json_lists_every_architecture(capsys):
-    assert main(["models", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+def test_models_lists_every_architecture_and_the_docs_show_it():
+    rows = model_rows()
     assert [r["name"] for r in rows] == list_models()
     by_name = {r["name"]: r for r in rows}
     assert by_name["resnet18"]["params"] == 11_689_512
@@ -50,6 +50,18 @@ def test_models_json_lists_every_architecture(capsys):
     real = create_model("resnet56")
     assert by_name["resnet56"]["params"] == count_params(real)
     assert by_name["resnet56"]["macs"] == sum(s.macs for s in profile_model(real, (3, 32, 32)))
+    # docs/models.md shows this very table: regenerate it with `reslab models` when it changes
+    buf = io.StringIO()
+    render(rows, file=buf)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert buf.getvalue().rstrip("\n") in doc
+
+
+def test_models_json(capsys):
+    assert main(["models", "--json", "--pattern", "resnet5*"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["resnet50", "resnet50d", "resnet56", "resnet56_b"]
+    assert rows[0]["params"] == 25_557_032 and rows[0]["input_size"] == [3, 224, 224]
 
 
 def test_models_family_filter_and_plain_table(capsys):
@@ -71,8 +83,8 @@ def test_rich_table_on_a_terminal():
     try:
         with os.fdopen(slave, "w", closefd=True) as tty:
             assert tty.isatty()
-            print_table(["model", "params"], [("resnet20", "269,722")], title="t", right=("params",),
-                        file=tty)
+            print_table(["model", "params"], [("resnet20", "269,722")], title="t",
+                        right=("params",), file=tty)
         out = os.read(master, 65536).decode()
     finally:
         os.close(master)

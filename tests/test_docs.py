@@ -86,7 +86,8 @@ def fenced_blocks(text: str) -> list[tuple[Block, str]]:
         if j == len(lines):
             raise AssertionError(f"unclosed code fence opened at line {i + 1}")
         gap = "\n".join(lines[gap_start:i])
-        blocks.append((Block(lang.lower(), options, body_start + 1, "\n".join(lines[body_start:j]) + "\n"), gap))
+        body = "\n".join(lines[body_start:j]) + "\n"
+        blocks.append((Block(lang.lower(), options, body_start + 1, body), gap))
         i = gap_start = j + 1
     return blocks
 
@@ -246,15 +247,17 @@ def bash_commands(doc: str) -> list[tuple[int, list[str]]]:
 
 def test_chinese_tutorial_has_the_same_code_as_the_english_one():
     en, zh = doc_snippets(TUTORIAL_EN), doc_snippets(TUTORIAL_ZH)
-    assert len(en) == len(zh), f"{TUTORIAL_EN} has {len(en)} python blocks, {TUTORIAL_ZH} has {len(zh)}"
+    assert len(en) == len(zh), (
+        f"{TUTORIAL_EN} has {len(en)} python blocks, {TUTORIAL_ZH} has {len(zh)}"
+    )
     for a, b in zip(en, zh):
         assert code_key(a.code) == code_key(b.code), (
             f"{b.id} is not the same code as {a.id} (only comments may be translated)"
         )
         assert a.run == b.run and a.expected == b.expected, f"{b.id} and {a.id} differ in output"
-    assert [argv for _, argv in bash_commands(TUTORIAL_EN)] == [argv for _, argv in bash_commands(TUTORIAL_ZH)], (
-        f"the shell commands of {TUTORIAL_ZH} differ from those of {TUTORIAL_EN}"
-    )
+    en_cmds = [argv for _, argv in bash_commands(TUTORIAL_EN)]
+    zh_cmds = [argv for _, argv in bash_commands(TUTORIAL_ZH)]
+    assert en_cmds == zh_cmds, f"{TUTORIAL_ZH} has other shell commands than {TUTORIAL_EN}"
 
 
 def test_chinese_readme_mirrors_the_readme():
@@ -263,7 +266,9 @@ def test_chinese_readme_mirrors_the_readme():
     When README.md gains an example, this fails until the Chinese page has it too.
     """
     zh_code = {(code_key(s.code), s.expected) for s in doc_snippets(README_ZH)}
-    missing = [s.id for s in doc_snippets(README_EN) if (code_key(s.code), s.expected) not in zh_code]
+    missing = [
+        s.id for s in doc_snippets(README_EN) if (code_key(s.code), s.expected) not in zh_code
+    ]
     assert not missing, f"{README_ZH} lacks the snippets at {missing}"
     zh_cmds = [argv for _, argv in bash_commands(README_ZH)]
     missing = [" ".join(argv) for _, argv in bash_commands(README_EN) if argv not in zh_cmds]
@@ -312,7 +317,8 @@ def headings(text: str) -> set[str]:
             continue
         if not in_fence:
             outside.append(line)
-    return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.*)$", "\n".join(outside), re.M)}
+    found = re.finditer(r"^#{1,6}\s+(.*)$", "\n".join(outside), re.M)
+    return {github_anchor(m.group(1)) for m in found}
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -331,8 +337,9 @@ def test_relative_links_resolve(doc):
         file = (ROOT / doc).parent / path if path else ROOT / doc
         if not file.exists():
             broken.append(target)
-        elif anchor and file.suffix == ".md" and anchor not in headings(file.read_text(encoding="utf-8")):
-            broken.append(target)
+        elif anchor and file.suffix == ".md":
+            if anchor not in headings(file.read_text(encoding="utf-8")):
+                broken.append(target)
     assert not broken, f"{doc}: broken links {broken}"
 
 
@@ -342,7 +349,8 @@ def test_relative_links_resolve(doc):
 def test_fenced_blocks_pairs_code_with_the_output_block_after_it():
     text = "x\n```python\nprint(1)\n```\n\n```text\n1\n```\n```python no-run\nboom(\n```\n"
     snippets = [b for b, _ in fenced_blocks(text)]
-    assert [(b.lang, b.options) for b in snippets] == [("python", ""), ("text", ""), ("python", "no-run")]
+    kinds = [(b.lang, b.options) for b in snippets]
+    assert kinds == [("python", ""), ("text", ""), ("python", "no-run")]
     assert snippets[0].body == "print(1)\n" and snippets[0].line == 3
     with pytest.raises(AssertionError, match="unclosed"):
         fenced_blocks("```python\nprint(1)\n")
@@ -374,4 +382,4 @@ def test_code_key_ignores_comments_only():
 def test_github_anchor_matches_github_slugs():
     assert github_anchor("1. The residual block") == "1-the-residual-block"
     assert github_anchor("9. Fine-tuning, step by step") == "9-fine-tuning-step-by-step"
-    assert github_anchor("2. 基本块与瓶颈结构（Bottleneck）") == "2-基本块与瓶颈结构bottleneck"
+    assert github_anchor("2. 基本块（Bottleneck）") == "2-基本块bottleneck"

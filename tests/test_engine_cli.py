@@ -21,9 +21,10 @@ FAST = ["data.check=false", "data.limit_train=256", "data.limit_val=64", "thread
 
 def test_train_cli_flags_resume_and_extend(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--data", "digits", "--model", "resnet20", "--epochs", "1", "--batch-size", "32",
-                 "--lr", "0.05", "--seed", "4", "--out", str(run), "--device", "cpu", *FAST,
-                 "optim.weight_decay=1e-4"])  # fmt: skip
+    # overrides may sit between flags
+    code = main(["train", "--data", "digits", "optim.weight_decay=1e-4", "--model", "resnet20", "--epochs", "1",
+                 "--batch-size", "32", "--lr", "0.05", "--seed", "4", "--out", str(run), "--device", "cpu",
+                 *FAST])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     cfg = load_config(run / "config.yaml")

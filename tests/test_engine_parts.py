@@ -236,3 +236,27 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path):
     save_checkpoint({"model": {}}, run / "checkpoints" / "last.pt")
     with pytest.raises(ConfigError, match="already holds a run.*--resume"):
         prepare_run_dir(run, resume=False, overwrite=False)
+
+
+def test_grad_scaler_path_equals_unscaled_path():
+    """The fp16 path (GradScaler: scale, unscale before clipping, step, update) must give
+    the same update as the plain path; checked with the CPU GradScaler."""
+    from reslab.engine.loop import RunningStats, TrainStep
+    from reslab.engine.precision import resolve_precision
+
+    x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 10, (8,))
+    cfg = OptimConfig(name="sgd", lr=0.05)
+    weights = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
+        torch.manual_seed(0)
+        model = reslab.create_model("resnet20", num_classes=10, in_chans=1)
+        opt = build_optimizer(cfg, model)
+        step = TrainStep(model, model, opt, build_schedule(opt, ScheduleConfig(name="constant"), 10, 10),
+                         precision=resolve_precision(torch.device("cpu"), "fp32"), num_classes=10,
+                         clip_grad=0.5, scaler=scaler, accum_steps=2)  # fmt: skip
+        stats = RunningStats(torch.device("cpu"))
+        for b in range(4):
+            step(x, y, 0, b, update=b % 2 == 1, stats=stats)
+        weights.append(model.state_dict())
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k], v, rtol=1e-5, atol=1e-6)

@@ -23,8 +23,8 @@ from reslab.engine.checkpoint import load_checkpoint
 RECIPE = [
     "--data", "digits", "--model", "resnet20", "--epochs", "3", "--batch-size", "32",
     "--seed", "3", "--device", "cpu",
-    "deterministic=true", "threads=1", "checkpoint_every_steps=4", "data.check=false",
-    "data.limit_train=640", "data.limit_val=128", "eval_test=false",
+    "deterministic=true", "threads=1", "checkpoint_every_steps=2", "data.check=false",
+    "data.limit_train=384", "data.limit_val=96", "eval_test=false",
     "data.mixup=0.2", "model.drop_path_rate=0.1", "ema=true", "label_smoothing=0.1",
     "schedule.warmup_epochs=1",
 ]  # fmt: skip
@@ -77,9 +77,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path):
     reference = _start([*RECIPE, "--out", str(ref_dir)])
 
     victim = _start([*RECIPE, "--out", str(run_dir)])
-    # 20 batches per epoch; checkpoints every 4 steps. Kill right after the first
-    # mid-epoch checkpoint of the second epoch (epoch 2, batch 8/20).
-    line, _ = _wait_for_line(victim, lambda s: s.startswith("checkpoint: epoch 2, batch 8/"))
+    # 12 batches per epoch; checkpoints every 2 steps. Kill right after the first
+    # mid-epoch checkpoint of the second epoch: epoch 2, batch 2/12.
+    line, _ = _wait_for_line(victim, lambda s: s.startswith("checkpoint: epoch 2, batch 2/"))
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
@@ -101,7 +101,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path):
     n = _assert_same_tensors(a["model"], b["model"], "model")
     n += _assert_same_tensors(a["ema"], b["ema"], "ema")
     n += _assert_same_tensors(a["optimizer"]["state"], b["optimizer"]["state"], "optimizer")
-    assert n > 100 and a["step"] == b["step"] == 60
+    assert n > 100 and a["step"] == b["step"] == 36
     # the epoch rows match too (the killed epoch's running totals were checkpointed)
     for ra, rb in zip(a["metrics"]["history"], b["metrics"]["history"]):
         assert ra["train_loss"] == rb["train_loss"] and ra["val_acc"] == rb["val_acc"]

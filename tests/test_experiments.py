@@ -111,7 +111,8 @@ def test_degradation_tiny_budget_end_to_end(tmp_path):
     assert [r["model"] for r in res["table"]] == ["plain20", "resnet20"]
     for row in res["table"]:
         assert 0.0 <= row["train_error"] <= 100.0 and 0.0 <= row["test_error"] <= 100.0
-        assert row["params"] == sum(p.numel() for p in create_model(row["model"], num_classes=10, in_chans=1).parameters())
+        fresh = create_model(row["model"], num_classes=10, in_chans=1)
+        assert row["params"] == sum(p.numel() for p in fresh.parameters())
     assert res["setup"]["train_size"] == 64 and res["setup"]["test_size"] == 40
     assert res["curves"]["plain20"]["epoch"] == [1]
     assert len(res["grad_trained"]["resnet20"]) == 19

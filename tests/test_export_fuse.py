@@ -40,10 +40,16 @@ CASES = {
     "bottleneck-B": dict(block="bottleneck", layers=(1, 2, 1, 1)),
     "resnext-groups": dict(block="bottleneck", layers=(1, 1, 1, 1), groups=4, width_per_group=8),
     "deep-stem-D": dict(block="bottleneck", layers=(1, 2, 1, 1), stem="deep", shortcut="D"),
-    "cifar-A": dict(block="basic", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", shortcut="A"),
-    "plain": dict(block="basic", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", residual=False),
+    "cifar-A": dict(
+        block="basic", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", shortcut="A"
+    ),
+    "plain": dict(
+        block="basic", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", residual=False
+    ),
     "preact-basic": dict(block="preact_basic", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar"),
-    "preact-bottleneck": dict(block="preact_bottleneck", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar"),
+    "preact-bottleneck": dict(
+        block="preact_bottleneck", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar"
+    ),
     "frozen-bn": dict(block="basic", layers=(1, 1, 1, 1), norm_layer="frozen_batchnorm"),
 }
 
@@ -86,7 +92,10 @@ def test_folded_names_follow_torchvision():
     tv = torchvision.models.resnet50()
     tv_convs = {n for n, m in tv.named_modules() if isinstance(m, nn.Conv2d)}
     # Each torchvision conv keeps its weight and gains a bias; no BatchNorm tensor is left.
-    assert {f"{c}.weight" for c in tv_convs} | {f"{c}.bias" for c in tv_convs} | {"fc.weight", "fc.bias"} == keys
+    assert {f"{c}.weight" for c in tv_convs} | {f"{c}.bias" for c in tv_convs} | {
+        "fc.weight",
+        "fc.bias",
+    } == keys
     assert ("layer1.0.downsample.0", "layer1.0.downsample.1") in report.folded
     assert isinstance(folded, type(model)) and hasattr(folded, "forward_features")
 

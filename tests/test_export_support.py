@@ -36,7 +36,9 @@ def digits_bundle():
     return load_dataset("digits", log=None)
 
 
-def split_tensors(split_name: str = "val", n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def split_tensors(
+    split_name: str = "val", n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All (or the first n) preprocessed images and labels of a digits split."""
     bundle = digits_bundle()
     split = getattr(bundle, split_name)
@@ -52,7 +54,14 @@ def _trained_state() -> dict:
     torch.manual_seed(0)
     model = reslab.create_model("resnet20", num_classes=10, in_chans=1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    loader = make_loader(bundle.train, batch_size=64, train=True, preprocess=bundle.preprocess, augment="none", seed=0)
+    loader = make_loader(
+        bundle.train,
+        batch_size=64,
+        train=True,
+        preprocess=bundle.preprocess,
+        augment="none",
+        seed=0,
+    )
     model.train()
     for epoch in range(6):
         loader.set_epoch(epoch)

@@ -78,8 +78,11 @@ def test_forward_backward_and_interface(name):
     n_feat = stage_shapes[-1][0]
     assert model.num_features == n_feat and model.num_classes == 7 and model.in_chans == 3
 
-    if is_big(name):  # forward only: building the weights is the expensive part already
-        model.eval()
+    if is_big(name):
+        # Forward only (building the weights is the expensive part already), with batch
+        # statistics: in eval mode an untrained net uses BN's initial (0, 1) statistics, so in
+        # resnet1202 each of 600 blocks roughly doubles the activations until float32
+        # overflows. Training mode is the regime such a net is trained in.
         with torch.no_grad():
             out = model(x)
     else:
@@ -120,7 +123,8 @@ def test_forward_backward_and_interface(name):
 def test_grayscale_input_and_new_heads(name):
     torch.manual_seed(0)
     size = image_size(name)
-    model = create_model(name, num_classes=5, in_chans=1).eval()
+    # training mode (batch statistics) for the reason given in the test above
+    model = create_model(name, num_classes=5, in_chans=1).train()
     x = torch.randn(2, 1, size, size)
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert first_conv.in_channels == 1
@@ -139,7 +143,8 @@ def test_grayscale_input_and_new_heads(name):
     assert model.param_groups()["head"] == []
 
 
-def test_reset_classifier_keeps_dtype_and_device():
+def test_reset_classifier_follows_the_model_dtype():
+    # (and its device: the same code path, untestable without a GPU here)
     model = create_model("resnet20").to(torch.float64)
     model.reset_classifier(4)
     assert model.fc.weight.dtype == torch.float64
@@ -158,7 +163,11 @@ def _block_inputs(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, torch.Te
     return inputs
 
 
-@pytest.mark.parametrize("name", params_marked([n for n in ALL if not n.startswith("plain")]))
+# The big ImageNet nets repeat the blocks of resnet50/resnext50; resnet1202 is the deepest.
+ZERO_INIT = [n for n in ALL if not n.startswith("plain") and (not is_big(n) or n == "resnet1202")]
+
+
+@pytest.mark.parametrize("name", params_marked(ZERO_INIT))
 def test_zero_init_residual_makes_every_block_an_identity(name):
     torch.manual_seed(0)
     size = image_size(name)
@@ -189,7 +198,8 @@ def test_zero_init_residual_leaves_plain_nets_alive():
 # ---- shortcuts: option A is parameter-free, plain nets have none --------------------------
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_option_a_is_parameter_free_and_plain_has_no_shortcut(depth):
-    res, plain, res_b = (create_model(n) for n in (f"resnet{depth}", f"plain{depth}", f"resnet{depth}_b"))
+    names = (f"resnet{depth}", f"plain{depth}", f"resnet{depth}_b")
+    res, plain, res_b = (create_model(n) for n in names)
     pads = [m for m in res.modules() if isinstance(m, ZeroPadShortcut)]
     assert len(pads) == 2  # stage 2 and 3 entries: 16->32 and 32->64 channels
     assert all(sum(p.numel() for p in m.parameters()) == 0 for m in pads)
@@ -341,8 +351,9 @@ def test_frozen_batchnorm_matches_batchnorm_in_eval_and_never_updates(name):
     _randomize_bn(bn_model)
     frozen = create_model(name, num_classes=4, norm_layer="frozen_batchnorm")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
-    frozen.load_state_dict(bn_model.state_dict())  # BN checkpoints load (num_batches_tracked dropped)
-    norm_params = sum(2 * m.num_features for m in bn_model.modules() if isinstance(m, nn.BatchNorm2d))
+    frozen.load_state_dict(bn_model.state_dict())  # BN checkpoints load as they are
+    bns = [m for m in bn_model.modules() if isinstance(m, nn.BatchNorm2d)]
+    norm_params = sum(2 * m.num_features for m in bns)
     assert count_params(frozen) == count_params(bn_model) - norm_params
     x = torch.randn(2, 3, size, size)
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
@@ -360,24 +371,24 @@ def test_grad_checkpointing_gives_the_same_gradients(name):
     model = create_model(name, num_classes=4, drop_path_rate=0.1).train()
     ckpt = copy.deepcopy(model)
     ckpt.set_grad_checkpointing(True)
-    calls = []
-    first_block = blocks_of(ckpt)[0]
-    first_block.register_forward_hook(lambda *a: calls.append(1))
     x = torch.randn(2, 3, size, size)
     torch.manual_seed(1)
     model(x).square().mean().backward()
     torch.manual_seed(1)  # same stochastic-depth draws (checkpoint replays the RNG state)
     ckpt(x).square().mean().backward()
-    assert len(calls) == 2  # the block ran again in backward: activations were recomputed
+    # the blocks really ran again in backward: their BatchNorms counted two training steps
+    assert blocks_of(model)[0].bn1.num_batches_tracked == 1
+    assert blocks_of(ckpt)[0].bn1.num_batches_tracked == 2
     for (n, p), q in zip(model.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=n)
 
 
 # ---- export ---------------------------------------------------------------------------------
-EXPORTED = ["resnet20", "preact_resnet20", "resnet50d"]  # basic + option A, pre-activation, ResNet-D
+# basic block + option A, pre-activation, bottleneck + ResNet-D
+EXPORTED = ["resnet20", "preact_resnet20", "resnet50d"]
+TRACED = ["resnet18", "resnet20", "preact_resnet20", "resnet50d", "plain20"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPORTED)
 def test_torch_export(name):
     torch.manual_seed(0)
@@ -390,7 +401,7 @@ def test_torch_export(name):
         torch.testing.assert_close(program.module()(x2), model(x2))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet20", "preact_resnet20", "resnet50d", "plain20"])
+@pytest.mark.parametrize("name", TRACED)
 def test_torchscript_trace(name):
     torch.manual_seed(0)
     size = image_size(name)

@@ -47,7 +47,9 @@ def test_fp32_eager_path_is_the_same_function(model, val):
     assert (out - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
 
 
-@pytest.mark.skipif(not cpu_bf16_support()[0], reason="this CPU has no native bf16 (auto picks fp32)")
+@pytest.mark.skipif(
+    not cpu_bf16_support()[0], reason="this CPU has no native bf16 (auto picks fp32)"
+)
 def test_auto_picks_bf16_and_stays_close_on_real_images(model, val):
     x, y = val
     fast = optimize_for_inference(model, x[:64], log=None)  # precision="auto"
@@ -72,6 +74,7 @@ def test_odd_batch_sizes_and_interface(model, val):
     assert "fp32" in fast.description
     with pytest.raises(RuntimeError, match="inference only"):
         fast.train()
+    assert fast.eval() is fast and not fast.training
     with pytest.raises(ConfigError, match="example_input"):
         optimize_for_inference(model, x[0], log=None)
     with pytest.raises(ConfigError, match="precision"):
@@ -142,3 +145,4 @@ def test_int8_runs_and_its_accuracy_drop_is_measured(model, val, capsys):
     assert acc["drop_points"] == pytest.approx(100 * (acc["fp32_top1"] - acc["int8_top1"]))
     assert (out.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.9
     assert "int8 accuracy on 359 validation images" in capsys.readouterr().out
+    fast.eval()  # the exported int8 graph inside refuses .eval(); the wrapper must not forward it

@@ -175,7 +175,8 @@ def test_hf_name_from_cache(offline):
     (snap.parent.parent / "refs").mkdir()
     (snap.parent.parent / "refs" / "main").write_text("abc123")
     # oracle: huggingface_hub's own cache lookup finds the same file
-    assert hub.hf_cached_file("microsoft/resnet-18", "model.safetensors") == snap / "model.safetensors"
+    ours = hub.hf_cached_file("microsoft/resnet-18", "model.safetensors")
+    assert ours == snap / "model.safetensors"
     found = huggingface_hub.try_to_load_from_cache("microsoft/resnet-18", "model.safetensors",
                                                    cache_dir=offline / "hf")
     assert os.path.samefile(found, snap / "model.safetensors")
@@ -200,12 +201,19 @@ def test_timm_name_from_hf_cache(offline):
     report = load_pretrained(model, "timm:resnet18d", log=None)  # timm's default tag
     assert report.info["source"] == "timm:resnet18d.ra2_in1k"
     assert max_diff(model, ref, X64) <= 1e-4
+    # the same repository downloaded with `hf download --local-dir`: timm's own config.json
+    # sits beside the weights, and must not be mistaken for a transformers config
+    (snap / "config.json").write_text(json.dumps({"architecture": "resnet18d", "num_classes": 1000}))
+    model = create_model("resnet18d")
+    assert load_pretrained(model, snap, log=None).layout == "timm"
+    assert max_diff(model, ref, X64) <= 1e-4
 
 
 @pytest.mark.parametrize("source, expect", [
-    ("torchvision:resnet50.IMAGENET1K_V2", ["resnet50-11ad3fa6.pth", "curl -L",
-                                            "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"]),
-    ("timm:resnet50.a1_in1k", ["timm/resnet50.a1_in1k", "hf download", "resnet50_a1_0-14fe96d1.pth"]),
+    ("torchvision:resnet50.IMAGENET1K_V2",
+     ["resnet50-11ad3fa6.pth", "curl -L", "download.pytorch.org/models/resnet50-11ad3fa6.pth"]),
+    ("timm:resnet50.a1_in1k",
+     ["timm/resnet50.a1_in1k", "hf download", "resnet50_a1_0-14fe96d1.pth"]),
     ("hf:microsoft/resnet-50", ["hf download microsoft/resnet-50 model.safetensors config.json",
                                 "models--microsoft--resnet-50"]),
 ])
@@ -301,14 +309,15 @@ def test_reslab_name_from_weights_dir(monkeypatch, tmp_path):
     model = create_model("resnet20", num_classes=10, in_chans=1)
     report = load_pretrained(model, "reslab:digits_resnet20", log=None)
     assert report.layout == "reslab" and not report.skipped
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    ref_sd = ref.state_dict()
+    assert all(torch.equal(v, ref_sd[k]) for k, v in model.state_dict().items())
     info = weights_info("reslab:digits_resnet20")
     assert info["preprocess"]["mean"] == [0.5] and info["num_classes"] == 10
     assert info["classes"][3] == "3" and info["architecture"] == "resnet20"
     # a different architecture is refused even when its keys would fit (plain20 == resnet20 keys)
     with pytest.raises(WeightsError, match="'resnet20'.*'plain20'"):
-        load_pretrained(create_model("plain20", num_classes=10, in_chans=1), "reslab:digits_resnet20",
-                        log=None)
+        plain = create_model("plain20", num_classes=10, in_chans=1)
+        load_pretrained(plain, "reslab:digits_resnet20", log=None)
     with pytest.raises(WeightsError, match="digits_resnet20"):  # lists what is available
         load_pretrained(model, "reslab:nope", log=None)
     # a replaced file no longer matches the card's SHA-256
@@ -323,7 +332,8 @@ def test_weights_dir_argument_overrides_env(monkeypatch, tmp_path):
     _write_reslab_weights(tmp_path / "mine")
     monkeypatch.setenv("RESLAB_WEIGHTS_DIR", str(tmp_path / "empty"))
     model = create_model("resnet20", num_classes=10, in_chans=1)
-    report = load_pretrained(model, "reslab:digits_resnet20", weights_dir=tmp_path / "mine", log=None)
+    report = load_pretrained(model, "reslab:digits_resnet20", weights_dir=tmp_path / "mine",
+                             log=None)
     assert report.loaded
 
 
@@ -412,10 +422,10 @@ def test_strict_head_and_headless_models(tmp_path):
     backbone = create_model("resnet20", num_classes=0)
     report = load_pretrained(backbone, tmp_path / "w.safetensors", log=None)
     assert set(report.skipped) == {"fc.weight", "fc.bias"}
+    x = X64[:, :, :32, :32]
     with torch.no_grad():
-        torch.testing.assert_close(backbone.eval()(X64[:, :, :32, :32]),
-                                   src.eval().forward_head(src.forward_features(X64[:, :, :32, :32]),
-                                                           pre_logits=True))
+        pooled = src.eval().forward_head(src.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(backbone.eval()(x), pooled)
     # weights without a head (a backbone) into a model with one: the head is reported as kept
     headless = {k: v for k, v in src.state_dict().items() if not k.startswith("fc.")}
     save_file(headless, str(tmp_path / "backbone.safetensors"))
@@ -440,7 +450,8 @@ def test_grayscale_model_sees_a_gray_image_like_the_rgb_model(tmp_path):
     torch.save({"state_dict": rgb.state_dict()}, tmp_path / "rgb.pth")
     gray = create_model("resnet18d", num_classes=5, in_chans=1)
     report = load_pretrained(gray, tmp_path / "rgb.pth", log=None)
-    assert list(report.adapted) == ["conv1.0.weight"] and "summed" in report.adapted["conv1.0.weight"]
+    assert list(report.adapted) == ["conv1.0.weight"]
+    assert "summed" in report.adapted["conv1.0.weight"]
     g = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(gray.eval()(g), rgb.eval()(g.expand(-1, 3, -1, -1)),

@@ -12,4 +12,11 @@ def load_pretrained(model, source, **kwargs):
     return _load(model, source, **kwargs)
 
 
-__all__ = ["__version__", "create_model", "list_models", "load_pretrained"]
+def optimize_for_inference(model, example_input, precision="auto", **kwargs):
+    """Fast inference version of ``model``; see ``reslab.export.optimize``."""
+    from .export.optimize import optimize_for_inference as _optimize
+
+    return _optimize(model, example_input, precision, **kwargs)
+
+
+__all__ = ["__version__", "create_model", "list_models", "load_pretrained", "optimize_for_inference"]

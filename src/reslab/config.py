@@ -40,7 +40,8 @@ class DataConfig(_Section):
     image_size: int | None = Field(None, ge=1)  # px; default: the dataset's native size
     in_chans: Literal[1, 3] | None = None  # default: detected from the images
     in_memory: Literal["auto", True, False] = "auto"
-    augment: str | dict = "default"  # default|none|flip|crop|trivial|randaugment or AugmentSpec dict
+    # default|none|flip|crop|trivial|randaugment, or a dict of AugmentSpec fields
+    augment: str | dict = "default"
     random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # probability per image (Zhong et al. 2017)
     mixup: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Zhang et al. 2018)
     cutmix: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Yun et al. 2019)
@@ -58,7 +59,7 @@ class ModelConfig(_Section):
     in_chans: Literal[1, 3] | None = None  # default: the data's channels
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth (Huang et al. 2016)
-    zero_init_residual: bool = False  # each block starts as identity (Goyal et al. 2017; large batches)
+    zero_init_residual: bool = False  # blocks start as identity (Goyal et al. 2017; large batches)
     norm_layer: Literal["batchnorm", "groupnorm", "frozen_batchnorm"] = "batchnorm"
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     sync_bn: bool = False  # DDP: BatchNorm statistics over all processes (small per-GPU batches)
@@ -98,7 +99,7 @@ class ScheduleConfig(_Section):
     warmup_epochs: float = Field(0.0, ge=0.0)  # linear warmup from warmup_start x lr (Goyal et al.)
     warmup_start: float = Field(0.1, ge=0.0, le=1.0)  # first warmup lr as a fraction of lr
     min_lr: float = Field(0.0, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the run
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # step: run fractions
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # step: lr multiplier at each milestone
     pct_start: float = Field(0.25, gt=0.0, lt=1.0)  # onecycle: share of steps rising to lr
     div_factor: float = Field(25.0, ge=1.0)  # onecycle: start lr = lr / div_factor
@@ -111,9 +112,10 @@ class ScheduleConfig(_Section):
                 "onecycle has its own warmup (pct_start); set schedule.warmup_epochs=0 "
                 f"(received {self.warmup_epochs}) or use schedule.name=cosine"
             )
-        if any(not 0 < m < 1 for m in self.milestones) or self.milestones != sorted(self.milestones):
+        ms = self.milestones
+        if any(not 0 < m < 1 for m in ms) or ms != sorted(ms):
             raise ValueError(
-                f"schedule.milestones={self.milestones} must be increasing fractions of the run in (0, 1), "
+                f"schedule.milestones={ms} must be increasing fractions of the run in (0, 1), "
                 "e.g. [0.5, 0.75]"
             )
         return self
@@ -315,13 +317,17 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _describe(err: dict, where: str) -> str:
-    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "(top level)"
+    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    key = ".".join(parts) or "(top level)"
     received = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
         section = key.rsplit(".", 1)[0] if "." in key else ""
-        valid = [k for k in _valid_keys(TrainConfig) if k.rsplit(".", 1)[0] == section or not section]
-        valid = [k for k in valid if ("." in k) == bool(section)]
+        keys = _valid_keys(TrainConfig)
+        if section:
+            valid = [k for k in keys if k.rsplit(".", 1)[0] == section]
+        else:
+            valid = [k for k in keys if "." not in k]
         close = difflib.get_close_matches(key, _valid_keys(TrainConfig), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"unknown key {key!r}.{hint} Valid keys here: {', '.join(valid)}."
@@ -384,15 +390,16 @@ def load_config(
     if path is not None:
         where = str(path)
         if not os.path.exists(path):
-            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe such as "
-                              "configs/fmnist_resnet20.yaml.")  # fmt: skip
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe "
+                              "such as configs/fmnist_resnet20.yaml.")  # fmt: skip
         try:
             with open(path) as f:
                 loaded = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of keys (received {type(loaded).__name__}).")
+            kind = type(loaded).__name__
+            raise ConfigError(f"{path} must hold a mapping of keys (received {kind}).")
         tree = _merge(tree, loaded)
     if overrides:
         where += " + overrides" if path else " (overrides)"

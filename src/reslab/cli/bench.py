@@ -13,11 +13,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="inference", choices=["inference", "train", "both"])
     parser.add_argument("--iters", type=int, default=10, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per path first")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: all usable)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="optimised paths stay eager (skips the compile time)")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="optimised paths stay eager (skips the compile time)",
+    )
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 path")
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        choices=["eager", "jit", "compile"],
+        help="extra rows: the optimised path with these backends too",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
 
@@ -39,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         compile=not args.no_compile,
         int8=not args.no_int8,
+        backends=tuple(args.also),
         log=log,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))

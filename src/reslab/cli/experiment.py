@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("overrides", nargs="*", help="config overrides, e.g. epochs=5 optim.lr=0.2")
 
     t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits")
-    t.add_argument("--weights", default="reslab:resnet20_fmnist",
+    t.add_argument("--weights", default="reslab:resnet20_fashion_mnist",
                    help="pretrained source (reslab:NAME, a run folder, a .safetensors file)")
     t.add_argument("--labels", type=int, nargs="+", default=[5, 20, 0],
                    help="labelled images per class; 0 means all (default 5 20 0)")

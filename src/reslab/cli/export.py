@@ -7,16 +7,29 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    parser.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
+    parser.add_argument(
+        "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
+    )
     parser.add_argument("--out", required=True, help="artifact folder to write")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
-                        help="number format inside the artifact (default fp32)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "int8"],
+        help="number format inside the artifact (default fp32)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    parser.add_argument("--data", default=None,
-                        help="dataset for the parity check and int8 calibration "
-                             "(default: the one named in the checkpoint's config)")
-    parser.add_argument("--parity-images", type=int, default=256,
-                        help="validation images compared against PyTorch (default 256)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset for the parity check and int8 calibration "
+        "(default: the one named in the checkpoint's config)",
+    )
+    parser.add_argument(
+        "--parity-images",
+        type=int,
+        default=256,
+        help="validation images compared against PyTorch (default 256)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-lr", type=float, default=1e-6, dest="start_lr")
     p.add_argument("--end-lr", type=float, default=10.0, dest="end_lr")
     p.add_argument("--steps", type=int, default=100, help="batches in the sweep (default 100)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.name=adamw")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. optim.name=adamw")  # fmt: skip
+    # key=value overrides may sit before, between or after the flags
+    p.parse_args = p.parse_intermixed_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     overrides.update(parse_overrides(args.overrides or []))
     cfg = load_config(args.config, overrides)
     if not cfg.data.source:
-        raise ConfigError("lr-find needs data: pass --data (e.g. --data fashion-mnist) or a --config recipe.")
+        raise ConfigError("lr-find needs data: pass --data (e.g. --data fashion-mnist) or a "
+                          "--config recipe.")  # fmt: skip
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     png = res.plot(out / "lr_find.png")
     write_json(out / "lr_find.json", res.to_dict())
     if res.suggestion is None:
-        print(f"the loss did not fall over the sweep; look at {png} and try a wider --start-lr/--end-lr.")
+        print(f"the loss did not fall over the sweep; look at {png} and try a wider "
+              "--start-lr/--end-lr.")  # fmt: skip
         return 1
     print(f"suggested lr: {res.suggestion:.3g} (steepest descent {res.steepest or float('nan'):.3g}, "
           f"min/10 {res.min_div10:.3g}); plot: {png}")  # fmt: skip

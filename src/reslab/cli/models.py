@@ -145,11 +145,8 @@ def print_table(
         print(fmt(row), file=file)
 
 
-def run(args: argparse.Namespace) -> int:
-    rows = model_rows(args.family, args.pattern)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
+def render(rows: Sequence[dict[str, Any]], file=None) -> None:
+    """Prints ``model_rows`` output as the ``reslab models`` table."""
     print_table(
         ["model", "family", "params", "GMACs", "input", "paper"],
         [
@@ -159,5 +156,14 @@ def run(args: argparse.Namespace) -> int:
         ],
         title=f"{len(rows)} architectures (MACs for one image at the input size)",
         right=("params", "GMACs"),
+        file=file,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = model_rows(args.family, args.pattern)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        render(rows)
     return 0

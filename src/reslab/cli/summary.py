@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                         help="input size (default: the model's, e.g. 3 224 224)")
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
-    parser.add_argument("--in-chans", type=int, help="input channels (default: C of --input-size, else 3)")
+    parser.add_argument("--in-chans", type=int,
+                        help="input channels (default: C of --input-size, else 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

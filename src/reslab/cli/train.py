@@ -30,7 +30,8 @@ FLAGS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="DATA", help="image folder, CSV manifest, or fashion-mnist / digits / cifar10")
+    p.add_argument("--data", metavar="DATA",
+                   help="image folder, CSV manifest, or fashion-mnist / digits / cifar10")  # fmt: skip
     p.add_argument("--model", metavar="NAME", help="architecture (see `reslab models`), e.g. resnet20")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--config", metavar="YAML", help="recipe, e.g. configs/fmnist_resnet20.yaml")
@@ -42,9 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="decoder processes for image folders")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--log", metavar="LIST", help="trackers: tensorboard,mlflow,wandb")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any config key, e.g. optim.weight_decay=5e-4 schedule.name=onecycle ema=true")  # fmt: skip
+    # key=value overrides may sit before, between or after the flags
+    p.parse_args = p.parse_intermixed_args  # type: ignore[method-assign]
 
 
 def build_config(args: argparse.Namespace):
@@ -53,7 +57,8 @@ def build_config(args: argparse.Namespace):
     from reslab.config import load_config, parse_overrides
 
     # flags are typed by argparse, so they skip YAML parsing (a path may contain ": ")
-    overrides = {key: getattr(args, name) for name, key in FLAGS.items() if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in FLAGS}
+    overrides = {FLAGS[name]: value for name, value in given.items() if value is not None}
     overrides.update(parse_overrides(args.overrides or []))
     if args.resume:
         run_dir = Path(args.resume)
@@ -66,8 +71,8 @@ def build_config(args: argparse.Namespace):
         return load_config(saved, overrides)
     cfg = load_config(args.config, overrides)
     if not cfg.data.source:
-        raise ConfigError("nothing to train on: pass --data (e.g. --data fashion-mnist) or a --config recipe "
-                          "that sets data.source.")  # fmt: skip
+        raise ConfigError("nothing to train on: pass --data (e.g. --data fashion-mnist) or a "
+                          "--config recipe that sets data.source.")  # fmt: skip
     return cfg
 
 
@@ -79,8 +84,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         fit(cfg, resume=bool(args.resume))
     except TrainingInterrupted as e:
-        import sys
-
-        print(str(e), file=sys.stderr)
-        return e.exit_code
+        return e.exit_code  # the trainer has printed where the checkpoint is and how to resume
     return 0

@@ -71,6 +71,9 @@ class _Loader:
             drop_last = self.train and per_rank > self.batch_size
         self.drop_last = bool(drop_last)
         self.samples_per_rank = per_rank
+        # Augmentation draws: one stream per rank under DDP, so the i-th images of two
+        # ranks don't share crops and flips; a single process keeps the plain seed.
+        self.aug_seed = self.seed if self.world_size == 1 else derive_seed(self.seed, 104729, self.rank)
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose order and augmentation the next iteration uses."""
@@ -102,7 +105,7 @@ class _Loader:
         """uint8 or 0..255 float batch on the device -> normalised float32 (+ random erasing)."""
         x = batch_ops.normalize(to_channels(x, self.in_chans), self.mean, self.std)
         if self.random_erasing > 0:
-            x = batch_ops.random_erasing(x, self.random_erasing, generator(self.seed, epoch, batch, 2))
+            x = batch_ops.random_erasing(x, self.random_erasing, generator(self.aug_seed, epoch, batch, 2))
         return x
 
     def close(self) -> None:
@@ -163,7 +166,7 @@ class InMemoryLoader(_Loader):
         crop, resize, spec = self.preprocess["crop"], self.preprocess["resize"], self.spec
         if not self.train:
             return self._finish(batch_ops.center_crop(_fit(x, resize), crop), epoch, batch), y
-        gen = generator(self.seed, epoch, batch, 1)
+        gen = generator(self.aug_seed, epoch, batch, 1)
         if spec.crop == "pad":
             x = batch_ops.pad_crop_flip(batch_ops.center_crop(_fit(x, resize), crop), spec.pad, spec.flip, gen)
         elif spec.crop == "rrc":
@@ -265,7 +268,7 @@ class StreamingLoader(_Loader):
         tf = train_transform(self.preprocess, self.spec) if self.train else eval_tensor_transform(self.preprocess)
         self._dataset = _BatchDataset(
             split.paths, split.labels, tf, self.in_chans, self.preprocess["resize"],
-            self.preprocess["crop"], self.seed,
+            self.preprocess["crop"], self.aug_seed,
         )
         self._sampler = _KeySampler(self)
         cuda = self.device.type == "cuda"

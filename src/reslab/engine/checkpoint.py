@@ -31,6 +31,21 @@ from ..errors import WeightsError
 FORMAT = "reslab-checkpoint"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment, for
+    every thread) where Linux exposes it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
     """Calls ``writer(fileobj)`` on a temporary file beside ``path``, fsyncs, then renames.
 
@@ -43,9 +58,7 @@ def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600 files; give the final file the usual umask-based mode
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()

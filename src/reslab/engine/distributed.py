@@ -45,7 +45,8 @@ def dist_from_env() -> DistInfo:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as e:
-        raise ConfigError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers (torchrun sets them): {e}") from e
+        raise ConfigError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers (torchrun sets them): {e}"
+                          ) from None
     return DistInfo(rank, world, local)
 
 

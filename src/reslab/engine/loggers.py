@@ -19,7 +19,9 @@ from typing import Any, Mapping, Sequence
 from ..errors import ConfigError
 from .checkpoint import atomic_write_bytes
 
-EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+EPOCH_KEYS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
+)  # fmt: skip
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -34,8 +36,10 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
+    def usable(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    return {k: float(v) for k, v in metrics.items() if usable(v)}
 
 
 class MetricsFiles:
@@ -76,8 +80,9 @@ class TensorBoardLogger:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         for k, v in _numbers(metrics).items():
-            self.writer.add_scalar(k.replace("_", "/", 1) if k.startswith(("train_", "val_", "test_")) else k,
-                                   v, step)  # fmt: skip
+            # train_loss -> train/loss: TensorBoard groups charts by the prefix
+            tag = k.replace("_", "/", 1) if k.startswith(("train_", "val_", "test_")) else k
+            self.writer.add_scalar(tag, v, step)
         self.writer.flush()
 
     def close(self, status: str = "FINISHED") -> None:
@@ -109,7 +114,8 @@ class MLflowLogger:
                 "The default (unset) is a SQLite file in the run folder; MLflow 3 accepts a "
                 "file: store only with MLFLOW_ALLOW_FILE_STORE=true in the environment."
             ) from None
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(cfg.tracking.experiment)
+        name = cfg.tracking.experiment
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
         name = cfg.tracking.run_name or Path(run_dir).name
         self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
 
@@ -144,12 +150,15 @@ class WandbLogger:
         except ImportError as e:
             raise ConfigError(_missing("wandb", e)) from e
         self.dir = Path(run_dir)
-        self.run = wandb.init(
+        kwargs = dict(
             project=cfg.tracking.experiment, name=cfg.tracking.run_name or self.dir.name,
             dir=str(self.dir), mode="offline", config=cfg.to_dict(),
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
-            reinit="create_new",
         )  # fmt: skip
+        try:  # a new run even if this process already has one (wandb >= 0.19)
+            self.run = wandb.init(reinit="create_new", **kwargs)
+        except (TypeError, ValueError):
+            self.run = wandb.init(reinit=True, **kwargs)
 
     def log_params(self, config: Mapping[str, Any]) -> None:
         pass  # given to wandb.init as the run config

@@ -78,11 +78,27 @@ class TrainStep:
         seed, rank: seed the per-batch mixing generator.
     """
 
-    def __init__(self, model: nn.Module, raw_model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler, *, precision: Precision, num_classes: int, label_smoothing: float = 0.0,
-                 class_weight: torch.Tensor | None = None, accum_steps: int = 1,
-                 clip_grad: float | None = None, scaler=None, ema=None, mixup: float = 0.0,
-                 cutmix: float = 0.0, mix_fn: Callable | None = None, seed: int = 0, rank: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        raw_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        *,
+        precision: Precision,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+        accum_steps: int = 1,
+        clip_grad: float | None = None,
+        scaler=None,
+        ema=None,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mix_fn: Callable | None = None,
+        seed: int = 0,
+        rank: int = 0,
+    ):
         self.model, self.raw_model = model, raw_model
         self.optimizer, self.scheduler = optimizer, scheduler
         self.precision = precision

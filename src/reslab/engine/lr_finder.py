@@ -70,7 +70,8 @@ class LRFindResult:
         lo = min(self.losses) if self.losses else 0
         hi = self.losses[0] if self.losses else 1
         ax.set_ylim(lo - 0.1 * abs(hi - lo), hi + 0.5 * abs(hi - lo) + 1e-6)
-        ax.set_title(f"LR range test: suggestion {self.suggestion:.2g}" if self.suggestion else "LR range test")
+        title = "LR range test" + (f": suggestion {self.suggestion:.2g}" if self.suggestion else "")
+        ax.set_title(title)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
         path = Path(path)
@@ -128,7 +129,8 @@ def lr_find(
         An ``LRFindResult`` (``.plot(path)`` draws it).
     """
     if not 0 < start_lr < end_lr:
-        raise ConfigError(f"lr-find needs 0 < start_lr < end_lr, received start_lr={start_lr}, end_lr={end_lr}.")
+        raise ConfigError(f"lr-find needs 0 < start_lr < end_lr, received start_lr={start_lr}, "
+                          f"end_lr={end_lr}.")  # fmt: skip
     if num_steps < 10:
         raise ConfigError(f"lr-find num_steps={num_steps} is too few for a curve; use 50-300.")
     from ..data import make_loader
@@ -140,8 +142,8 @@ def lr_find(
     set_cpu_threads(cfg.threads)
     log(f"precision: {precision.describe()}")
     try:
-        in_chans = getattr(model, "in_chans", None) if model is not None else (cfg.model.in_chans or cfg.data.in_chans)
-        bundle = load_data(cfg, data, in_chans, log)
+        in_chans = getattr(model, "in_chans", None) if model is not None else None
+        bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, log)
         split = limit_split(bundle.train, cfg.data.limit_train, cfg.seed)
         seed_everything(cfg.seed)
         saved = None
@@ -153,9 +155,10 @@ def lr_find(
         if precision.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(cfg.optim, model, param_groups)
-        loader = make_loader(split, batch_size=cfg.data.batch_size, train=True, preprocess=bundle.preprocess,
-                             augment=cfg.data.augment, seed=cfg.seed, device=device,
-                             workers=cfg.data.workers)  # fmt: skip
+        loader = make_loader(
+            split, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
+            preprocess=bundle.preprocess, seed=cfg.seed, device=device, workers=cfg.data.workers,
+        )  # fmt: skip
         scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
         result = LRFindResult()
         ratio = (end_lr / start_lr) ** (1.0 / (num_steps - 1))

@@ -40,17 +40,21 @@ def split_decay(
         params = [p for p in g["params"]]
         dup = [p for p in params if id(p) in seen]
         if dup:
-            raise ConfigError(f"param_groups[{i}] ({g.get('name', i)}) repeats {len(dup)} parameter(s) "
-                              "already in an earlier group; each parameter may appear once.")  # fmt: skip
+            raise ConfigError(
+                f"param_groups[{i}] ({g.get('name', i)}) repeats {len(dup)} parameter(s) of an "
+                "earlier group; each parameter may appear once."
+            )
         seen.update(id(p) for p in params)
-        extra = {k: v for k, v in g.items() if k not in ("params", "lr_scale", "name", "weight_decay")}
+        own = ("params", "lr_scale", "name", "weight_decay")
+        extra = {k: v for k, v in g.items() if k not in own}
         name = str(g.get("name", f"group{i}"))
         scale = float(g.get("lr_scale", 1.0))
         wd = float(g.get("weight_decay", weight_decay))
         decay = params if decay_norm_bias else [p for p in params if p.ndim > 1]
         no_decay = [] if decay_norm_bias else [p for p in params if p.ndim <= 1]
         if decay:
-            out.append({"params": decay, "weight_decay": wd, "lr_scale": scale, "name": name, **extra})
+            out.append({"params": decay, "weight_decay": wd, "lr_scale": scale, "name": name,
+                        **extra})  # fmt: skip
         if no_decay:
             out.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": scale,
                         "name": f"{name}/no_decay", **extra})  # fmt: skip
@@ -85,7 +89,8 @@ def build_optimizer(
         A ``torch.optim.SGD`` or ``torch.optim.AdamW``; each group's ``lr`` starts at
         ``cfg.lr * lr_scale`` and the schedule rescales it every step.
     """
-    groups = split_decay(param_groups or default_groups(model), cfg.weight_decay, cfg.decay_norm_bias)
+    groups = param_groups or default_groups(model)
+    groups = split_decay(groups, cfg.weight_decay, cfg.decay_norm_bias)
     if not groups:
         raise ConfigError("there are no parameters to optimise (param_groups is empty).")
     for g in groups:

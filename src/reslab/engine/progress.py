@@ -23,7 +23,14 @@ class EpochProgress:
         self._task = None
         if not (enabled and sys.stdout.isatty()):
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
@@ -50,7 +57,7 @@ class EpochProgress:
     def active(self) -> bool:
         return self._progress is not None
 
-    def update(self, completed: int, loss: float, acc: float, lr: float, images_per_s: float) -> None:
+    def update(self, completed: int, loss: float, acc: float, lr: float, images_per_s: float):
         """Moves the bar to ``completed`` batches and shows the running figures."""
         if self._progress is None:
             return

@@ -38,12 +38,14 @@ def prepare_run_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -
     path = Path(path)
     last = path / "checkpoints" / "last.pt"
     if resume and not last.exists():
-        raise ConfigError(f"cannot resume: {last} does not exist. Start a new run with --out {path} "
-                          "(without --resume), or point --resume at a folder holding a run.")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume: {last} does not exist. Start a new run with --out {path} "
+            "(without --resume), or point --resume at a folder holding a run."
+        )
     if not resume and last.exists() and not overwrite:
         raise ConfigError(
-            f"{path} already holds a run ({last}). Continue it with --resume {path}, choose another "
-            "--out, or pass overwrite=true to start over in the same folder."
+            f"{path} already holds a run ({last}). Continue it with --resume {path}, choose "
+            "another --out, or pass overwrite=true to start over in the same folder."
         )
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npst = state["numpy"]
-    np.random.set_state(
-        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
-    )
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npst["name"], keys, npst["pos"], npst["has_gauss"], npst["gauss"]))
     torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available():

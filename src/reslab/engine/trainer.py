@@ -56,7 +56,9 @@ class RunResult:
 
 def _fmt_time(s: float) -> str:
     s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+    return f"{s // 60}m{s % 60:02d}s"
 
 
 class Trainer:
@@ -126,8 +128,11 @@ class Trainer:
             "sampler": {"epoch": int(next_epoch), "batch": int(next_batch), "batches": self.batches,
                         "seed": int(self.cfg.seed), "world_size": self.dist.world_size},  # fmt: skip
             "rng": capture_rng_state(),
-            "callbacks": {self._callback_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks)
-                          if hasattr(cb, "state_dict")},  # fmt: skip
+            "callbacks": {
+                self._callback_key(i, cb): cb.state_dict()
+                for i, cb in enumerate(self.callbacks)
+                if hasattr(cb, "state_dict")
+            },
             "metrics": {
                 "history": self.history,
                 "best_metric": self.best_metric,
@@ -166,7 +171,8 @@ class Trainer:
         self.history = list(m["history"])
         self.best_metric, self.best_epoch = m["best_metric"], m["best_epoch"]
         self.stats.load_state_dict(m["running"])
-        self.epoch_seconds, self.train_seconds = float(m["epoch_seconds"]), float(m["train_seconds"])
+        self.epoch_seconds = float(m["epoch_seconds"])
+        self.train_seconds = float(m["train_seconds"])
         self.images, self.wall_offset = int(m["images"]), float(m["wall_seconds"])
         self.step = int(ckpt["step"])
         self.epoch, self.start_batch = int(ckpt["sampler"]["epoch"]), int(ckpt["sampler"]["batch"])
@@ -186,12 +192,19 @@ class Trainer:
                 f"and continue with: reslab train --resume {self.run_dir}"
             ) from None
 
+    def _weights_finite(self) -> bool:
+        # the last update of a window can overflow after its loss was finite
+        norms = torch._foreach_norm([p.detach() for p in self.model.parameters()])
+        return bool(torch.isfinite(torch.stack(norms)).all()) if norms else True
+
     def _save_last(self, next_epoch: int, next_batch: int) -> None:
-        if not self.stats.finite():
+        # nothing non-finite is ever written: the previous checkpoint stays the good one
+        if not self.stats.finite() or not self._weights_finite():
             self._non_finite(next_epoch, next_batch)
         if self.dist.is_main:
             path = self.run_dir / "checkpoints" / "last.pt"
-            self._write("checkpoints/last.pt", lambda: save_checkpoint(self.state(next_epoch, next_batch), path))
+            state = self.state(next_epoch, next_batch)
+            self._write("checkpoints/last.pt", lambda: save_checkpoint(state, path))
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -208,14 +221,20 @@ class Trainer:
         }
         if self.meta.get("model_args") is not None:
             state["model_args"] = self.meta["model_args"]
-        self._write("checkpoints/best.pt", lambda: save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt"))
+        path = self.run_dir / "checkpoints" / "best.pt"
+        self._write("checkpoints/best.pt", lambda: save_checkpoint(state, path))
 
     def _non_finite(self, epoch: int, batch: int) -> None:
         last = self.run_dir / "checkpoints" / "last.pt"
-        kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint was written yet"
+        kept = "no checkpoint was written yet"
+        if last.exists():
+            kept = f"the last good checkpoint is kept: {last}"
+        where = f"epoch {epoch + 1}, before batch {batch} of {self.batches}"
+        if batch == 0:  # found when saving the checkpoint that ends epoch ``epoch``
+            where = f"at the end of epoch {epoch}"
         raise NonFiniteLossError(
-            f"the training loss became NaN or infinite (epoch {epoch + 1}, before batch {batch} of "
-            f"{self.batches}, optimizer step {self.step}); training stopped and {kept}. Usual fixes: "
+            f"the training loss became NaN or infinite ({where}, optimizer step {self.step}); "
+            f"training stopped and {kept}. Usual fixes: "
             f"a lower learning rate (now optim.lr={self.cfg.optim.lr}), a longer warmup "
             "(schedule.warmup_epochs=1), gradient clipping (clip_grad=1.0), or precision=fp32."
         )
@@ -261,7 +280,8 @@ class Trainer:
                     self._after_step(epoch, b + 1, signals, bar, clock)
         self.epoch_seconds = seconds_before + time.perf_counter() - t_start
 
-    def _after_step(self, epoch: int, done: int, signals: StopSignals, bar: EpochProgress, clock: dict) -> None:
+    def _after_step(self, epoch: int, done: int, signals: StopSignals, bar: EpochProgress,
+                    clock: dict) -> None:  # fmt: skip
         """Progress, stop requests, NaN checks and mid-epoch checkpoints after an optimizer
         step; ``done`` batches of the epoch are finished."""
         now = time.perf_counter()
@@ -287,7 +307,8 @@ class Trainer:
         if every and self.step % every == 0 and done < self.batches:
             self._save_last(epoch, done)
             if self.dist.is_main and not bar.active:
-                self.log(f"checkpoint: epoch {epoch + 1}, batch {done}/{self.batches}, step {self.step}")
+                where = f"epoch {epoch + 1}, batch {done}/{self.batches}, step {self.step}"
+                self.log(f"checkpoint: {where}")
 
     def _lr(self) -> float:
         g = self.optimizer.param_groups[0]
@@ -341,7 +362,8 @@ class Trainer:
                  f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]  # fmt: skip
         if row["val_acc"] is not None:
             parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
-        parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
+        parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s",
+                  f"{row['seconds']:.1f} s"]  # fmt: skip
         return "  ".join(parts) + ("  *best" if best else "")
 
     def fit(self) -> RunResult:
@@ -366,7 +388,9 @@ class Trainer:
                     self._train_epoch(epoch, start, signals)
                     self._end_epoch(epoch)
                     epoch, start = epoch + 1, 0
-                    stop = self._sync_flags(signals)[0] if self.dist.enabled else signals.received is not None
+                    stop = signals.received is not None
+                    if self.dist.enabled:
+                        stop = self._sync_flags(signals)[0]
                     if stop and epoch < self.epochs:  # arrived during validation
                         self._interrupt(signals, epoch, 0)
         except NonFiniteLossError:
@@ -388,7 +412,8 @@ class Trainer:
         wall = self.wall_offset + time.perf_counter() - self._t0
         last = self.history[-1] if self.history else {}
         final: dict[str, Any] = dict(last)
-        final["stopped"] = "early_stop" if self.should_stop and len(self.history) < self.epochs else "completed"
+        early = self.should_stop and len(self.history) < self.epochs
+        final["stopped"] = "early_stop" if early else "completed"
         if self.dist.is_main:
             weights = self._best_weights()
             model = copy.deepcopy(self._eval_model())
@@ -443,8 +468,10 @@ class Trainer:
 
     def _summary_line(self, r: RunResult) -> str:
         name = "val acc" if self.val_loader is not None else "train acc"
-        parts = [f"done: best {name} {100 * (r.best_metric or 0):.2f}% at epoch {r.best_epoch}/{self.epochs}"]
+        best = f"{100 * (r.best_metric or 0):.2f}% at epoch {r.best_epoch}/{self.epochs}"
+        parts = [f"done: best {name} {best}"]
         if "test_acc" in r.final:
             parts.append(f"test acc {100 * r.final['test_acc']:.2f}%")
-        parts += [f"wall time {_fmt_time(r.wall_time_s)}", f"{r.images_per_s:,.0f} img/s", f"run folder {r.run_dir}"]
+        parts += [f"wall time {_fmt_time(r.wall_time_s)}", f"{r.images_per_s:,.0f} img/s",
+                  f"run folder {r.run_dir}"]  # fmt: skip
         return "; ".join(parts)

@@ -17,7 +17,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from .callbacks import Callback, EarlyStopping
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 - re-exported for callers
+from .checkpoint import load_checkpoint
 from .distributed import (
     DistInfo, broadcast_object, cleanup_distributed, dist_from_env, init_distributed, wrap_ddp,
 )  # fmt: skip
@@ -29,18 +29,23 @@ from .precision import resolve_device, resolve_precision, set_cpu_threads
 from .run_dir import RunLog, check_free_space, default_run_dir, prepare_run_dir, write_json
 from .schedule import build_schedule
 from .state import seed_everything
-from .trainer import RunResult, Trainer
+from .trainer import RunResult, Trainer  # noqa: F401 - RunResult is fit's return type
 
 
 def _device_for(cfg: TrainConfig, info: DistInfo) -> torch.device:
     device = resolve_device(cfg.device)
     if device.type == "cuda" and info.enabled:
         if torch.cuda.device_count() <= info.local_rank:
-            raise ConfigError(f"LOCAL_RANK={info.local_rank} but only {torch.cuda.device_count()} GPU(s) "
-                              "are visible; use --nproc_per_node at most the number of GPUs.")  # fmt: skip
+            raise ConfigError(
+                f"LOCAL_RANK={info.local_rank} but only {torch.cuda.device_count()} GPU(s) are "
+                "visible; use --nproc_per_node at most the number of GPUs."
+            )
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        # A bare "cuda" has no index, which set_device rejects on some releases.
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device.index)
     return device
 
 
@@ -73,8 +78,9 @@ def load_data(cfg: TrainConfig, data, in_chans: int | None, log):
     from ..data import load_dataset
 
     return load_dataset(
-        cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.seed, image_size=cfg.data.image_size,
-        in_chans=in_chans, in_memory=cfg.data.in_memory, check=cfg.data.check, log=log,
+        cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
+        image_size=cfg.data.image_size, in_chans=in_chans, in_memory=cfg.data.in_memory,
+        check=cfg.data.check, log=log,
     )  # fmt: skip
 
 
@@ -166,7 +172,8 @@ def fit(
         SIGINT/SIGTERM (a checkpoint has been written).
     """
     if not isinstance(cfg, TrainConfig):
-        raise ConfigError(f"fit expects a TrainConfig (from reslab.config.load_config), received {type(cfg).__name__}.")
+        raise ConfigError(f"fit expects a TrainConfig (from reslab.config.load_config), "
+                          f"received {type(cfg).__name__}.")  # fmt: skip
     info = dist_from_env()
     world_micro = info.world_size * cfg.accum_steps
     if cfg.data.batch_size % world_micro:
@@ -182,126 +189,186 @@ def fit(
     init_distributed(info, device)
     try:
         with _GlobalSettings(cfg, device, info) as settings:
-            return _fit(cfg, info, device, settings.threads, model, param_groups, callbacks, resume, data)
+            run = _Setup(cfg, info, device, settings.threads, resume)
+            trainer = run.build(model, param_groups, callbacks, data)
+            return trainer.fit()
     finally:
         if started_group:
             cleanup_distributed()
 
 
-def _fit(cfg, info, device, threads, model, param_groups, callbacks, resume, data) -> RunResult:
-    run_dir = _run_dir(cfg, info, resume)
-    log = RunLog(run_dir / "log.txt", enabled=info.is_main)
-    check_trackers(cfg.log)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
-        changes = _config_changes(ckpt.get("config", {}), cfg.to_dict())
-        changes = [c for c in changes if not c.startswith(("out:", "log:", "data.workers:", "tracking."))]
+class _Setup:
+    """Turns the config into the trainer's objects, cheapest checks first."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, threads: int,
+                 resume: bool):  # fmt: skip
+        self.cfg, self.info, self.device, self.threads = cfg, info, device, threads
+        self.run_dir = _run_dir(cfg, info, resume)
+        self.log = RunLog(self.run_dir / "log.txt", enabled=info.is_main)
+        check_trackers(cfg.log)
+        self.ckpt = self._load_resume() if resume else None
+        self.precision = resolve_precision(device, cfg.precision)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        where = f"{info.world_size} processes ({backend}), " if info.enabled else ""
+        self.log(f"precision: {self.precision.describe()}; {where}{threads} CPU thread(s) per process")
+        self._warn_if_busy()
+
+    def _warn_if_busy(self) -> None:
+        # OpenMP threads spin-wait for each other; on cores other programs keep busy they
+        # stall, and a 2-thread run can be several times slower than a 1-thread one.
+        if self.device.type != "cpu" or not hasattr(os, "getloadavg") or self.threads < 2:
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        load = os.getloadavg()[0]
+        if load > 1.5 * (cores or 1):
+            self.log(f"warning: the CPU is busy (load {load:.1f} on {cores} cores); {self.threads} "
+                     "threads will wait on each other. threads=1 is often faster on a shared machine.")  # fmt: skip
+
+    def _load_resume(self) -> dict:
+        ckpt = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", map_location="cpu")
+        ignore = ("out:", "log:", "data.workers:", "tracking.")
+        changes = [c for c in _config_changes(ckpt.get("config", {}), self.cfg.to_dict())
+                   if not c.startswith(ignore)]  # fmt: skip
         if changes:
-            log("warning: resuming with changed settings (the resume is exact only without changes): "
-                + "; ".join(changes))  # fmt: skip
+            self.log("warning: resuming with changed settings (the resume is exact only without "
+                     "changes): " + "; ".join(changes))  # fmt: skip
         s = ckpt["sampler"]
-        log(f"resuming {run_dir}: epoch {s['epoch'] + 1}, batch {s['batch']}/{s['batches']}, step {ckpt['step']}")
+        self.log(f"resuming {self.run_dir}: epoch {s['epoch'] + 1}, batch {s['batch']}/{s['batches']}, "
+                 f"step {ckpt['step']}")  # fmt: skip
+        return ckpt
 
-    precision = resolve_precision(device, cfg.precision)
-    where = f"{info.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), " if info.enabled else ""
-    log(f"precision: {precision.describe()}; {where}{threads} CPU thread(s) per process")
+    def build(self, model, param_groups, callbacks, data) -> Trainer:
+        cfg, info = self.cfg, self.info
+        # ---- data
+        in_chans = getattr(model, "in_chans", None) if model is not None else None
+        bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, self.log)
+        splits = {
+            "train": limit_split(bundle.train, cfg.data.limit_train, cfg.seed),
+            "val": limit_split(bundle.val, cfg.data.limit_val, cfg.seed + 1),
+            "test": limit_split(bundle.test, cfg.data.limit_val, cfg.seed + 2),
+        }
+        if not cfg.eval_test:
+            splits["test"] = None
+        classes = list(bundle.classes)
+        if splits["val"] is None and cfg.early_stop.patience:
+            raise ConfigError("early_stop.patience needs a validation split, but the data has none; "
+                              "set data.val_fraction > 0 or early_stop.patience=0.")  # fmt: skip
+        # ---- model
+        model = self._model(model, classes, bundle.in_chans)
+        loaders = self._loaders(splits, bundle.preprocess)
+        # ---- optimisation
+        step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes))
+        all_callbacks = list(callbacks)
+        es = cfg.early_stop
+        if es.patience:
+            all_callbacks.append(EarlyStopping(es.patience, es.metric, es.min_delta))
+        self._announce(bundle, splits, model, step)
+        loggers = Loggers([])
+        if info.is_main:
+            loggers = make_loggers(cfg.log, self.run_dir, cfg, self.log)
+        meta = {"classes": classes, "preprocess": bundle.preprocess,
+                "model_args": getattr(model, "model_args", None), "split_info": bundle.split_info,
+                "val_total": len(splits["val"]) if splits["val"] is not None else None}  # fmt: skip
+        if info.is_main:
+            from ..config import save_config
 
-    # ---- data
-    in_chans = getattr(model, "in_chans", None) if model is not None else (cfg.model.in_chans or cfg.data.in_chans)
-    bundle = load_data(cfg, data, in_chans, log)
-    train_split = limit_split(bundle.train, cfg.data.limit_train, cfg.seed)
-    val_split = limit_split(bundle.val, cfg.data.limit_val, cfg.seed + 1)
-    test_split = limit_split(bundle.test, cfg.data.limit_val, cfg.seed + 2) if cfg.eval_test else None
-    classes = list(bundle.classes)
-    if val_split is None and cfg.early_stop.patience:
-        raise ConfigError("early_stop.patience needs a validation split, but the data has none; "
-                          "set data.val_fraction > 0 or early_stop.patience=0.")  # fmt: skip
+            save_config(cfg, self.run_dir / "config.yaml")
+            write_json(self.run_dir / "classes.json", classes)
+        trainer = Trainer(
+            cfg, model=model, train_model=step.model, step=step, train_loader=loaders["train"],
+            val_loader=loaders["val"], test_loader=loaders["test"], precision=self.precision,
+            dist=info, run_dir=self.run_dir, log=self.log, loggers=loggers,
+            callbacks=all_callbacks, meta=meta,
+        )  # fmt: skip
+        if self.ckpt is not None:
+            trainer.load_state(self.ckpt)
+        return trainer
 
-    # ---- model
-    seed_everything(cfg.seed)
-    if model is None:
-        model = build_model(cfg, len(classes), bundle.in_chans)
-    elif getattr(model, "num_classes", len(classes)) not in (len(classes),):
-        raise DataError(f"the model has {model.num_classes} outputs but the data has {len(classes)} classes "
-                        f"({classes[:5]}...); call model.reset_classifier({len(classes)}) first.")  # fmt: skip
-    model_args = getattr(model, "model_args", None)
-    model.to(device)
-    if precision.channels_last:
-        model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-    if info.is_main:
-        # last.pt holds weights, optimizer state (1-2 copies) and EMA: about 4x the weights
-        check_free_space(run_dir, 4 * 4 * n_params)
+    def _model(self, model: nn.Module | None, classes: list[str], in_chans: int) -> nn.Module:
+        seed_everything(self.cfg.seed)
+        if model is None:
+            model = build_model(self.cfg, len(classes), in_chans)
+        elif getattr(model, "num_classes", len(classes)) != len(classes):
+            n = len(classes)
+            raise DataError(
+                f"the model has {model.num_classes} outputs but the data has {n} classes "
+                f"({classes[:5]}...); call model.reset_classifier({n}) first."
+            )
+        model.to(self.device)
+        if self.precision.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.info.is_main:
+            # last.pt holds weights, optimizer state (1-2 copies) and EMA: about 4x the weights
+            check_free_space(self.run_dir, 4 * 4 * sum(p.numel() for p in model.parameters()))
+        return model
 
-    # ---- loaders
-    from ..data import make_loader
+    def _loaders(self, splits: dict, preprocess: dict) -> dict:
+        from ..data import make_loader
 
-    micro = cfg.data.batch_size // (info.world_size * cfg.accum_steps)
-    eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
-    common = dict(preprocess=bundle.preprocess, seed=cfg.seed, device=device, workers=cfg.data.workers)
-    train_loader = make_loader(train_split, batch_size=micro, train=True, augment=cfg.data.augment,
-                               sampler=cfg.data.sampler, rank=info.rank, world_size=info.world_size,
-                               random_erasing=cfg.data.random_erasing, **common)  # fmt: skip
-    if len(train_loader) == 0:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_split)} "
-                          "training images; use a smaller batch.")  # fmt: skip
-    val_loader = None
-    if val_split is not None and len(val_split):
-        val_loader = make_loader(val_split, batch_size=eval_bs, train=False, rank=info.rank,
-                                 world_size=info.world_size, **common)  # fmt: skip
-    test_loader = None
-    if test_split is not None and len(test_split) and info.is_main:
-        test_loader = make_loader(test_split, batch_size=max(eval_bs, 1), train=False, **common)
+        cfg, info = self.cfg, self.info
+        micro = cfg.data.batch_size // (info.world_size * cfg.accum_steps)
+        eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
+        common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
+                      workers=cfg.data.workers)  # fmt: skip
+        shard = dict(rank=info.rank, world_size=info.world_size)
+        out: dict[str, Any] = {"val": None, "test": None}
+        out["train"] = make_loader(
+            splits["train"], batch_size=micro, train=True, augment=cfg.data.augment,
+            sampler=cfg.data.sampler, random_erasing=cfg.data.random_erasing, **shard, **common,
+        )  # fmt: skip
+        if len(out["train"]) == 0:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is larger than the "
+                f"{len(splits['train'])} training images; use a smaller batch."
+            )
+        if splits["val"] is not None and len(splits["val"]):
+            out["val"] = make_loader(splits["val"], batch_size=eval_bs, train=False,
+                                     **shard, **common)  # fmt: skip
+        if splits["test"] is not None and len(splits["test"]) and info.is_main:
+            out["test"] = make_loader(splits["test"], batch_size=eval_bs, train=False, **common)
+        return out
 
-    # ---- optimisation
-    optimizer = build_optimizer(cfg.optim, model, param_groups)
-    steps_per_epoch = -(-len(train_loader) // cfg.accum_steps)
-    scheduler = build_schedule(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    ema = ModelEma(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
-    weight = None
-    if cfg.data.class_weights == "auto":
-        from ..data import class_weights
+    def _step(self, model: nn.Module, param_groups, loader, train_split,
+              num_classes: int) -> TrainStep:  # fmt: skip
+        from ..data import class_weights, mixup_cutmix
 
-        weight = class_weights(train_split.labels, len(classes)).to(device)
-    train_model = wrap_ddp(model, info, device, cfg.model.sync_bn)
-    if cfg.compile:
-        log("compiling the model with torch.compile (the first steps take a while)")
-        train_model = torch.compile(train_model)
-    from ..data import mixup_cutmix
+        cfg, device = self.cfg, self.device
+        optimizer = build_optimizer(cfg.optim, model, param_groups)
+        self.steps_per_epoch = -(-len(loader) // cfg.accum_steps)
+        total = cfg.epochs * self.steps_per_epoch
+        scheduler = build_schedule(optimizer, cfg.schedule, total, self.steps_per_epoch)
+        scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
+        ema = ModelEma(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+        weight = None
+        if cfg.data.class_weights == "auto":
+            weight = class_weights(train_split.labels, num_classes).to(device)
+        train_model = wrap_ddp(model, self.info, device, cfg.model.sync_bn)
+        if cfg.compile:
+            self.log("compiling the model with torch.compile (the first steps take a while)")
+            train_model = torch.compile(train_model)
+        return TrainStep(
+            train_model, model, optimizer, scheduler, precision=self.precision,
+            num_classes=num_classes, label_smoothing=cfg.label_smoothing, class_weight=weight,
+            accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, scaler=scaler, ema=ema,
+            mixup=cfg.data.mixup, cutmix=cfg.data.cutmix, mix_fn=mixup_cutmix, seed=cfg.seed,
+            rank=self.info.rank,
+        )  # fmt: skip
 
-    step = TrainStep(train_model, model, optimizer, scheduler, precision=precision, num_classes=len(classes),
-                     label_smoothing=cfg.label_smoothing, class_weight=weight, accum_steps=cfg.accum_steps,
-                     clip_grad=cfg.clip_grad, scaler=scaler, ema=ema, mixup=cfg.data.mixup,
-                     cutmix=cfg.data.cutmix, mix_fn=mixup_cutmix, seed=cfg.seed, rank=info.rank)  # fmt: skip
-
-    all_callbacks = list(callbacks)
-    if cfg.early_stop.patience:
-        all_callbacks.append(EarlyStopping(cfg.early_stop.patience, cfg.early_stop.metric, cfg.early_stop.min_delta))
-
-    decayed = sum(len(g["params"]) for g in optimizer.param_groups if g["weight_decay"] > 0)
-    plain = sum(len(g["params"]) for g in optimizer.param_groups if g["weight_decay"] == 0)
-    sizes = ", ".join(f"{s.name} {len(s)}" for s in (train_split, val_split, test_split) if s is not None)
-    log(f"data: {bundle.source} ({len(classes)} classes; {sizes}); input {bundle.preprocess['input_size']}")
-    log(f"model: {model_args.get('name') if model_args else type(model).__name__}, {n_params / 1e6:.2f}M parameters")
-    log(f"optimizer: {cfg.optim.name} lr {cfg.optim.lr:g} wd {cfg.optim.weight_decay:g} on {decayed} tensors, "
-        f"none on {plain} norm/bias tensors; schedule {cfg.schedule.name} over {cfg.epochs * steps_per_epoch} "
-        f"steps ({steps_per_epoch}/epoch, global batch {cfg.data.batch_size})"
-        + (f"; EMA decay {cfg.ema.decay}" if ema else ""))  # fmt: skip
-    log(f"run folder: {run_dir}")
-
-    loggers = make_loggers(cfg.log, run_dir, cfg, log) if info.is_main else Loggers([])
-    meta = {"classes": classes, "preprocess": bundle.preprocess, "model_args": model_args,
-            "split_info": bundle.split_info, "val_total": len(val_split) if val_split is not None else None}  # fmt: skip
-    if info.is_main:
-        from ..config import save_config
-
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "classes.json", classes)
-    trainer = Trainer(cfg, model=model, train_model=train_model, step=step, train_loader=train_loader,
-                      val_loader=val_loader, test_loader=test_loader, precision=precision, dist=info,
-                      run_dir=run_dir, log=log, loggers=loggers, callbacks=all_callbacks, meta=meta)  # fmt: skip
-    if ckpt is not None:
-        trainer.load_state(ckpt)
-    return trainer.fit()
+    def _announce(self, bundle, splits: dict, model: nn.Module, step: TrainStep) -> None:
+        cfg, groups = self.cfg, step.optimizer.param_groups
+        decayed = sum(len(g["params"]) for g in groups if g["weight_decay"] > 0)
+        plain = sum(len(g["params"]) for g in groups if g["weight_decay"] == 0)
+        sizes = ", ".join(f"{k} {len(s)}" for k, s in splits.items() if s is not None)
+        args = getattr(model, "model_args", None) or {}
+        n_params = sum(p.numel() for p in model.parameters())
+        self.log(f"data: {bundle.source} ({len(bundle.classes)} classes; {sizes}); "
+                 f"input {bundle.preprocess['input_size']}")  # fmt: skip
+        self.log(f"model: {args.get('name', type(model).__name__)}, {n_params / 1e6:.2f}M parameters")
+        o, steps = cfg.optim, self.steps_per_epoch
+        self.log(
+            f"optimizer: {o.name} lr {o.lr:g} wd {o.weight_decay:g} on {decayed} tensors, none on "
+            f"{plain} norm/bias tensors; schedule {cfg.schedule.name} over {cfg.epochs * steps} steps "
+            f"({steps}/epoch, global batch {cfg.data.batch_size})"
+            + (f"; EMA decay {cfg.ema.decay}" if cfg.ema.enabled else "")
+        )
+        self.log(f"run folder: {self.run_dir}")

@@ -223,8 +223,9 @@ def run_degradation(
             test_loader_fn=test_loader_fn, bundle=bundle, subset=subset, val_subset=val_subset, log=log,
         )  # fmt: skip
         trained = r.pop("model")
-        r["params"] = count_params(trained) if trained is not None else None
-        r["grad_trained"] = [g.grad_norm for g in conv_grad_norms(trained.float(), gx, gy)] if trained is not None else None
+        r["params"] = count_params(trained)
+        # the same fixed batch as at initialisation, now through the trained weights
+        r["grad_trained"] = [g.grad_norm for g in conv_grad_norms(trained, gx, gy)]
         runs.append(r)
         # written after every model, so a run stopped by a time limit keeps what it finished
         results = summarize(

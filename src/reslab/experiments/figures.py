@@ -30,47 +30,48 @@ def draw_all(runs: str | Path, img: str | Path) -> list[Path]:
     g = runs / "gradients" / "gradients.json"
     if g.is_file():
         r = read_json(g)
-        n = f"{len(r['seeds'])} initialisations, {r['batch']} {r['dataset']} images"
+        n = f"{len(r['seeds'])} inits, {r['batch']} images"
         written.append(plots.plot_grad_norms(
             {m: p["grad_norm"] for m, p in r["profiles"].items()}, img / "grad_norms_init.png",
-            f"||dL/dW|| per conv layer at initialisation ({n})",
+            f"Gradient norm per conv at initialisation ({n})",
         ))  # fmt: skip
         written.append(plots.plot_grad_norms(
             {m: p["relative"] for m, p in r["profiles"].items()}, img / "grad_relative_init.png",
-            "||dL/dW|| / ||W|| at initialisation (the step relative to the weight)", ylabel="||dL/dW|| / ||W||",
+            f"Gradient relative to weight at initialisation ({n})", ylabel="||dL/dW|| / ||W||",
         ))  # fmt: skip
     d = runs / "degradation" / "degradation.json"
     if d.is_file():
         r = read_json(d)
         s = r["setup"]
-        budget = f"{s['dataset']}: {s['train_size']} train images, {s['epochs']} epochs, batch {s['batch_size']}"
+        budget = f"{s['dataset']}: {s['train_size']} training images, {s['epochs']} epochs, batch {s['batch_size']}"
         written.append(plots.plot_error_curves(r["curves"], img / "degradation_curves.png", budget))
         if r.get("grad_trained"):
             both = {f"{m} init": r["grad_init"][m]["grad_norm"] for m in r["grad_trained"]}
             both.update({f"{m} trained": v for m, v in r["grad_trained"].items()})
             written.append(plots.plot_grad_norms(
                 {k: v for k, v in both.items() if k.endswith("trained")}, img / "grad_norms_trained.png",
-                f"||dL/dW|| per conv layer after training ({budget})",
+                f"Gradient norm per conv after training ({s['train_size']} images, {s['epochs']} epochs)",
             ))  # fmt: skip
     t = runs / "transfer" / "transfer.json"
     if t.is_file():
         r = read_json(t)
         written.append(plots.plot_accuracy_vs_labels(
-            r["rows"], img / "transfer.png", f"digits, 28 px: {r['weights']} vs from scratch ({r['architecture']})"
+            r["rows"], img / "transfer.png", f"digits (28 px): {r['weights']} vs scratch"
         ))  # fmt: skip
     curves = {}
     for h in sorted(runs.glob("*/headline.json")):
         r = read_json(h)
         for run in r["runs"]:
-            label = f"{Path(r['config']).stem} seed {run['seed']}"
+            extra = " ".join(r.get("overrides", []))
+            label = f"{Path(r['config']).stem} {extra} seed {run['seed']}".replace("  ", " ")
             curves[label] = {
                 "seconds": [x["train_seconds"] for x in run["records"]],
                 "accuracy": [100 * x["test_acc"] for x in run["records"]],
             }
     if curves:
         written.append(plots.plot_accuracy_vs_time(
-            curves, img / "fmnist_accuracy_vs_time.png", target=94.0,
-            title="Fashion-MNIST test accuracy against training time, 2 CPU cores",
+            curves, img / "fmnist_accuracy_vs_time.png", target=94.0, log_x=False,
+            title="Fashion-MNIST test accuracy, 2 shared CPU cores",
         ))  # fmt: skip
     return written
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError
-from . import plots
-from .tables import describe_machine, machine_info, markdown_table, write_json
+from .tables import describe_machine, machine_info, write_json
 
 
 def time_to_target(records: Sequence[dict], target: float) -> float | None:
@@ -199,33 +198,3 @@ def measure_recipe(
     }
     write_json(Path(out) / "timing.json", res)
     return res
-
-
-def curve_of(run: dict) -> dict:
-    """One seed's accuracy-vs-time curve for ``plots.plot_accuracy_vs_time`` (percent)."""
-    return {
-        "seconds": [r["train_seconds"] for r in run["records"]],
-        "accuracy": [100 * r["test_acc"] for r in run["records"]],
-    }
-
-
-HEADLINE_COLUMNS = (
-    ("recipe", "recipe", "{}"),
-    ("model", "model", "{}"),
-    ("epochs", "epochs", "{}"),
-    ("test_acc", "test acc (%)", "{}"),
-    ("train_time", "train time", "{}"),
-    ("time_to_target", "time to 94%", "{}"),
-    ("machine", "measured on", "{}"),
-)
-
-
-def write_headline_figure(curves: dict, path: str | Path, target: float = 94.0, title: str = "") -> Path:
-    """Accuracy against wall-clock seconds for several recipes (see ``plots``)."""
-    return plots.plot_accuracy_vs_time(curves, path, target=target, title=title)
-
-
-__all__ = [
-    "HEADLINE_COLUMNS", "curve_of", "markdown_table", "measure_recipe", "run_recipe",
-    "summarize_runs", "time_to_target", "write_headline_figure",
-]  # fmt: skip

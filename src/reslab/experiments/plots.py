@@ -68,7 +68,8 @@ def plot_error_curves(
         ax.grid(alpha=0.3)
         if top > 0:
             ax.set_ylim(0, min(100.0, top * 1.1))
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -134,7 +135,9 @@ def plot_accuracy_vs_time(
         ax.text(ax.get_xlim()[0], target, f" {target:g}%", va="bottom", color="grey", fontsize=8)
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("wall-clock seconds (training + per-epoch test)")
+    if not log_x:
+        ax.set_xlim(left=0)
+    ax.set_xlabel("wall-clock training seconds (evaluation excluded)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -201,7 +201,8 @@ def activation_derivative(name: str, x: torch.Tensor) -> torch.Tensor:
     """Element-wise derivative of an activation at ``x``, computed by autograd.
 
     Args:
-        name: a name from ``ACTIVATIONS`` (``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``gelu``).
+        name: a name from ``ACTIVATIONS``: ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``,
+            ``gelu``.
         x: points to evaluate at.
     Returns:
         d act(x) / dx, same shape as ``x``. (At exactly 0 PyTorch defines ReLU's slope as 0.)

@@ -146,7 +146,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault((r["labels_per_class"], r["init"], r["strategy"]), []).append(r)
     out = []
-    for (n, init, strategy), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "pretrained", kv[0][2])):
+    order = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "pretrained", kv[0][2]))
+    for (n, init, strategy), rs in order:
         accs = [r["test_acc"] for r in rs]
         out.append({
             "labels_per_class": n,

@@ -63,7 +63,7 @@ class ExportResult:
 
 
 def check_export_args(fmt: str, precision: str, opset: int | None = None) -> None:
-    """Raises ``ConfigError`` for a format/precision pair that cannot be exported, before any work."""
+    """Raises ``ConfigError`` for a format/precision pair that cannot be exported (before work)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}.")
     if precision not in ("fp32", "bf16", "int8"):
@@ -142,7 +142,7 @@ def export_model(
         ConfigError for unsupported options; ParityError when the artifact disagrees.
     """
     from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from ..models import count_macs, count_params
+    from .samples import samples_for
 
     say = log or (lambda _m: None)
     check_export_args(fmt, precision, opset)
@@ -153,12 +153,11 @@ def export_model(
     model = model_from_checkpoint(ckpt).eval()
     classes = list(ckpt.get("classes") or [str(i) for i in range(model.num_classes)])
     if len(classes) != model.num_classes:
-        raise ConfigError(f"the checkpoint lists {len(classes)} classes but its model has {model.num_classes} outputs.")
+        raise ConfigError(
+            f"the checkpoint lists {len(classes)} classes but its model has {model.num_classes} outputs."
+        )
     preprocess = _preprocess_of(model, ckpt)
     data = data or ((ckpt.get("config") or {}).get("data") or {}).get("source")
-
-    from .samples import samples_for
-
     samples = samples_for(preprocess, data, n=parity_images, log=say)
     out.mkdir(parents=True, exist_ok=True)
     path = out / FORMATS[fmt]
@@ -169,44 +168,9 @@ def export_model(
     (out / "preprocess.json").write_text(json.dumps(preprocess, indent=2) + "\n")
     (out / "labels.json").write_text(json.dumps(classes, indent=2, ensure_ascii=False) + "\n")
 
-    artifact = load_artifact(out)
-    with torch.no_grad():
-        reference = run_batches(model, samples.images)
-    candidate = run_batches(artifact, samples.images)
-    parity = compare_logits(reference, candidate, precision, samples.source)
-    say(parity.describe())
-    accuracy = None
-    if samples.labels is not None:
-        accuracy = {
-            "pytorch_top1": (reference.argmax(1) == samples.labels).float().mean().item(),
-            "artifact_top1": (candidate.argmax(1) == samples.labels).float().mean().item(),
-            "n": len(samples.labels),
-        }
-        accuracy["drop_points"] = 100 * (accuracy["pytorch_top1"] - accuracy["artifact_top1"])
-        say(
-            f"top-1 on {accuracy['n']} {samples.source} images: artifact {100 * accuracy['artifact_top1']:.2f}% "
-            f"vs PyTorch fp32 {100 * accuracy['pytorch_top1']:.2f}% (drop {accuracy['drop_points']:.2f} points)"
-        )
-    from .card import model_card
-
-    spec_paper = getattr(model, "default_cfg", {}).get("paper", "")
-    card = model_card(
-        name=model.model_args["name"],
-        paper=spec_paper,
-        params=count_params(model),
-        macs=count_macs(model, tuple(preprocess["input_size"])),
-        classes=classes,
-        preprocess=preprocess,
-        fmt=fmt,
-        precision=precision,
-        model_file=path.name,
-        metrics=dict(ckpt.get("metrics") or {}),
-        parity_line=parity.describe(),
-        accuracy_line=(
-            f"{100 * accuracy['artifact_top1']:.2f}% top-1 on {accuracy['n']} {samples.source} images "
-            f"(PyTorch fp32: {100 * accuracy['pytorch_top1']:.2f}%)" if accuracy else None
-        ),
-        opset=(opset or _default_opset()) if fmt == "onnx" else None,
+    parity, accuracy = _check(model, out, samples, precision, say)
+    card = _card(
+        model, ckpt, classes, preprocess, fmt, precision, path.name, opset, parity, accuracy
     )
     (out / "model_card.md").write_text(card)
     if not parity.passed:
@@ -218,10 +182,56 @@ def export_model(
     return ExportResult(out, path, fmt, precision, parity, accuracy)
 
 
-def _default_opset() -> int:
+def _check(model, out, samples, precision, say) -> tuple[ParityReport, dict | None]:
+    """Loads the artifact back and compares it with the PyTorch model (and the labels)."""
+    artifact = load_artifact(out)
+    with torch.no_grad():
+        reference = run_batches(model, samples.images)
+    candidate = run_batches(artifact, samples.images)
+    parity = compare_logits(reference, candidate, precision, samples.source)
+    say(parity.describe())
+    if samples.labels is None:
+        return parity, None
+    acc = {
+        "pytorch_top1": (reference.argmax(1) == samples.labels).float().mean().item(),
+        "artifact_top1": (candidate.argmax(1) == samples.labels).float().mean().item(),
+        "n": len(samples.labels),
+        "source": samples.source,
+    }
+    acc["drop_points"] = 100 * (acc["pytorch_top1"] - acc["artifact_top1"])
+    say(
+        f"top-1 on {acc['n']} {samples.source} images: artifact {100 * acc['artifact_top1']:.2f}% "
+        f"vs PyTorch fp32 {100 * acc['pytorch_top1']:.2f}% (drop {acc['drop_points']:.2f} points)"
+    )
+    return parity, acc
+
+
+def _card(model, ckpt, classes, preprocess, fmt, precision, file, opset, parity, acc) -> str:
+    from ..models import count_macs, count_params
+    from .card import model_card
     from .onnx import DEFAULT_OPSET
 
-    return DEFAULT_OPSET
+    acc_line = None
+    if acc:
+        acc_line = (
+            f"{100 * acc['artifact_top1']:.2f}% top-1 on {acc['n']} {acc['source']} images "
+            f"(PyTorch fp32: {100 * acc['pytorch_top1']:.2f}%)"
+        )
+    return model_card(
+        name=model.model_args["name"],
+        paper=getattr(model, "default_cfg", {}).get("paper", ""),
+        params=count_params(model),
+        macs=count_macs(model, tuple(preprocess["input_size"])),
+        classes=classes,
+        preprocess=preprocess,
+        fmt=fmt,
+        precision=precision,
+        model_file=file,
+        metrics=dict(ckpt.get("metrics") or {}),
+        parity_line=parity.describe(),
+        accuracy_line=acc_line,
+        opset=(opset or DEFAULT_OPSET) if fmt == "onnx" else None,
+    )
 
 
 class Artifact:
@@ -236,7 +246,9 @@ class Artifact:
         folder = Path(folder)
         found = [(f, folder / name) for f, name in FORMATS.items() if (folder / name).exists()]
         if not found:
-            raise ConfigError(f"{folder} holds no model.onnx, model.pt or model.pt2; is it a reslab export folder?")
+            raise ConfigError(
+                f"{folder} holds no model.onnx, model.pt or model.pt2; is it a reslab export folder?"
+            )
         self.format, self.path = found[0]
         self.preprocess = json.loads((folder / "preprocess.json").read_text())
         self.labels = json.loads((folder / "labels.json").read_text())

@@ -91,7 +91,9 @@ def time_interleaved(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def peer_model(name: str, num_classes: int, device: torch.device) -> tuple[nn.Module, nn.Module, str]:
+def peer_model(
+    name: str, num_classes: int, device: torch.device
+) -> tuple[nn.Module, nn.Module, str]:
     """(peer, reslab model with the peer's weights, peer description)."""
     import torchvision
 
@@ -109,7 +111,9 @@ def peer_model(name: str, num_classes: int, device: torch.device) -> tuple[nn.Mo
     return peer.eval().to(device), ours.eval().to(device), desc
 
 
-def _inference_paths(peer, ours, x, device, compile_: bool, int8: bool, log) -> tuple[dict, dict, dict]:
+def _inference_paths(
+    peer, ours, x, device, compile_: bool, int8: bool, log, backends: tuple[str, ...] = ()
+) -> tuple[dict, dict, dict]:
     from .optimize import optimize_for_inference
 
     half = torch.bfloat16
@@ -135,9 +139,18 @@ def _inference_paths(peer, ours, x, device, compile_: bool, int8: bool, log) -> 
     prep["reslab optimized"] = time.perf_counter() - t
     notes["reslab optimized"] = f"{fast.info.precision}, {fast.info.backend}"
     paths["reslab optimized"] = lambda: fast(x)
+    for bk in backends:  # the same format with other backends: the numbers behind the default
+        name = f"reslab optimized, {bk}"
+        t = time.perf_counter()
+        other = optimize_for_inference(ours, x, "auto", backend=bk, validate=True, log=log)
+        prep[name] = time.perf_counter() - t
+        notes[name] = f"{other.info.precision}, {other.info.backend}"
+        paths[name] = lambda m=other: m(x)
     if int8 and device.type == "cpu":
         t = time.perf_counter()
-        q = optimize_for_inference(ours, x, "int8", backend="compile", validate=False, calibration=x, log=log)
+        q = optimize_for_inference(
+            ours, x, "int8", backend="compile", validate=False, calibration=x, log=log
+        )
         prep["reslab int8"] = time.perf_counter() - t
         used = q.info.precision
         notes["reslab int8"] = f"{used}, {q.info.backend}" + (
@@ -163,7 +176,9 @@ def _train_paths(peer, ours, x, device) -> dict:
         xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
         def step():
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
                 loss = nn.functional.cross_entropy(model(xx), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,8 +203,14 @@ def _rows(secs: dict, batch: int, flop_per_image: float, prep: dict, notes: dict
     for name in names:
         ips = batch / secs[name]
         rows.append(
-            BenchRow(name, ips, flop_per_image * ips / 1e9, 1000 * secs[name],
-                     prepare_s=prep.get(name, 0.0), note=notes.get(name, ""))  # fmt: skip
+            BenchRow(
+                name,
+                ips,
+                flop_per_image * ips / 1e9,
+                1000 * secs[name],
+                prepare_s=prep.get(name, 0.0),
+                note=notes.get(name, ""),
+            )  # fmt: skip
         )
     fp32, amp = rows[0].images_per_s, rows[1].images_per_s
     for r in rows:
@@ -208,6 +229,7 @@ def run_bench(
     device: str = "auto",
     compile: bool = True,
     int8: bool = True,
+    backends: tuple[str, ...] = (),
     num_classes: int = 1000,
     log: Callable[[str], None] | None = print,
 ) -> dict:
@@ -222,6 +244,8 @@ def run_bench(
         device: ``auto``, ``cpu`` or ``cuda``.
         compile: let the optimised paths use ``torch.compile`` (else eager).
         int8: include the int8 path (CPU).
+        backends: extra rows for the optimised path with other backends (``eager``, ``jit``),
+            to compare them with the default side by side.
         num_classes: classifier size.
         log: progress messages (None: silent).
     Returns:
@@ -256,12 +280,16 @@ def run_bench(
         "cpu": cpu_name(),
         "threads": n_threads,
         "torch": torch.__version__,
-        "bf16_native": cpu_bf16_support()[0] if dev.type == "cpu" else torch.cuda.is_bf16_supported(),
+        "bf16_native": cpu_bf16_support()[0]
+        if dev.type == "cpu"
+        else torch.cuda.is_bf16_supported(),
         "macs_per_image": macs,
     }
-    say(f"bench {model} batch {batch_size} at {image_size} px on {result['device']} ({n_threads} threads); peer: {peer_desc}")
+    say(
+        f"bench {model} batch {batch_size} at {image_size} px on {result['device']} ({n_threads} threads); peer: {peer_desc}"
+    )
     if mode in ("inference", "both"):
-        paths, prep, notes = _inference_paths(peer, ours, x, dev, compile, int8, say)
+        paths, prep, notes = _inference_paths(peer, ours, x, dev, compile, int8, say, backends)
         secs = time_interleaved(paths, iters, warmup, dev)
         result["inference"] = [asdict(r) for r in _rows(secs, batch_size, 2 * macs, prep, notes)]
     if mode in ("train", "both"):
@@ -283,7 +311,9 @@ def format_table(result: dict) -> str:
         if mode not in result:
             continue
         lines.append(f"\n{mode}:")
-        lines.append(f"{'path':44s} {'img/s':>9s} {'GFLOP/s':>9s} {'vs fp32':>8s} {'vs ' + amp:>11s}  notes")
+        lines.append(
+            f"{'path':44s} {'img/s':>9s} {'GFLOP/s':>9s} {'vs fp32':>8s} {'vs ' + amp:>11s}  notes"
+        )
         for r in result[mode]:
             note = r["note"] + (f"; ready in {r['prepare_s']:.0f} s" if r["prepare_s"] else "")
             lines.append(

@@ -37,6 +37,11 @@ x = (np.asarray(img, np.float32) / 255 - p["mean"]) / p["std"]   # then HWC -> C
 ```"""
 
 
+def _cell(text: str) -> str:
+    """Escapes the pipes of ``max |logit diff|`` so they do not split a Markdown table cell."""
+    return text.replace("|", r"\|")
+
+
 def _fmt_acc(metrics: dict[str, Any]) -> str:
     shown = []
     for key in ("val_acc", "test_acc", "best_metric"):
@@ -78,7 +83,9 @@ def model_card(
     """
     c, h, w = preprocess["input_size"]
     shape = f"(N, {c}, {h}, {w})"
-    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    shown = ", ".join(classes[:20]) + (
+        f", ... ({len(classes)} in all)" if len(classes) > 20 else ""
+    )
     lines = [
         f"# {name} ({precision}, {fmt})",
         "",
@@ -94,7 +101,7 @@ def model_card(
         f"| output | float32 (N, {len(classes)}) logits; softmax for probabilities |",
         f"| classes | {len(classes)}: {shown} |",
         f"| accuracy (training run) | {_fmt_acc(metrics)} |",
-        f"| parity check | {parity_line} |",
+        f"| parity check | {_cell(parity_line)} |",
     ]
     if accuracy_line:
         lines.append(f"| accuracy of this file | {accuracy_line} |")

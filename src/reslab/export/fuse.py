@@ -60,7 +60,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
         )
     # Compute in float64 so folding adds no rounding of its own (then cast back once).
     w = conv.weight.detach().double()  # (C_out, C_in / groups, kh, kw)
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    b = (
+        conv.bias.detach().double()
+        if conv.bias is not None
+        else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+    )
     mean = bn.running_mean.detach().double()
     var = bn.running_var.detach().double()
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)

@@ -26,7 +26,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, opset: int | None = None) -> Path:
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, opset: int | None = None
+) -> Path:
     """Writes ``model`` as ONNX with a dynamic batch dimension.
 
     Args:
@@ -39,7 +41,9 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     """
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < 17:
-        raise ConfigError(f"--opset {opset} is too old for PyTorch's ONNX exporter; use 17 or newer (default {DEFAULT_OPSET}).")
+        raise ConfigError(
+            f"--opset {opset} is too old for PyTorch's ONNX exporter; use 17 or newer (default {DEFAULT_OPSET})."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = example_input if len(example_input) >= 2 else example_input.repeat(2, 1, 1, 1)
@@ -85,7 +89,9 @@ class OnnxRunner:
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
-def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Iterable[torch.Tensor]) -> Path:
+def quantize_onnx_int8(
+    fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Iterable[torch.Tensor]
+) -> Path:
     """Statically quantizes an fp32 ONNX model to int8 with onnxruntime.
 
     Args:

@@ -106,11 +106,16 @@ def run_batches(
     fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 64
 ) -> torch.Tensor:
     """Applies ``fn`` to ``images`` (N, C, H, W) in batches; returns (N, K) fp32 logits on CPU."""
-    outs = [torch.as_tensor(fn(images[i : i + batch_size])).float().cpu() for i in range(0, len(images), batch_size)]
+    outs = [
+        torch.as_tensor(fn(images[i : i + batch_size])).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def batches_of(data, limit: int | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+def batches_of(
+    data, limit: int | None = None
+) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
     """Normalises the ways images are passed around here into ``(x, y_or_None)`` batches.
 
     Accepts a tensor (N, C, H, W), a tuple ``(images, labels)`` of tensors, or an iterable

@@ -28,7 +28,9 @@ def export_program(model: nn.Module, example_input: torch.Tensor, path: str | os
     path.parent.mkdir(parents=True, exist_ok=True)
     example = example_input if len(example_input) >= 2 else example_input.repeat(2, 1, 1, 1)
     # No .eval() here: callers pass eval models, and PT2E int8 graphs refuse train()/eval().
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(path))
     return path
 

@@ -11,13 +11,16 @@ Integer-Arithmetic-Only Inference"; PyTorch's PT2E flow):
 5. ``convert_pt2e`` and compile with Inductor (freezing on), which lowers every
    quantize -> conv -> dequantize into one oneDNN int8 convolution (AMX / VNNI).
 
-The quantizer lives in ``torchao`` for current PyTorch (it left ``torch.ao`` in 2.10) and
-in ``torch.ao`` for older releases; both are tried. Install with ``pip install 'reslab[quant]'``.
+The quantizer lives in ``torchao`` for current PyTorch (2.14 no longer ships it in
+``torch.ao``) and in ``torch.ao`` for older releases; both are tried. Install it with
+``pip install 'reslab[quant]'``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 from typing import Iterable
 
 import torch
@@ -27,10 +30,16 @@ from torch import nn
 
 from .fuse import _LeafOnShapeTracer
 
-# (prepare/convert module, quantizer module): torchao first, then the in-tree copy of torch <= 2.9.
+# (prepare/convert module, quantizer module): torchao first, then older torch's in-tree copy.
 _PT2E_LOCATIONS = (
-    ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"),
-    ("torch.ao.quantization.quantize_pt2e", "torch.ao.quantization.quantizer.x86_inductor_quantizer"),
+    (
+        "torchao.quantization.pt2e.quantize_pt2e",
+        "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
+    ),
+    (
+        "torch.ao.quantization.quantize_pt2e",
+        "torch.ao.quantization.quantizer.x86_inductor_quantizer",
+    ),
 )
 
 
@@ -44,16 +53,34 @@ def int8_backend() -> tuple[object | None, str]:
     errors = []
     for flow_name, quantizer_name in _PT2E_LOCATIONS:
         try:
-            flow = importlib.import_module(flow_name)
-            xiq = importlib.import_module(quantizer_name)
+            with _quiet_pytree_log():
+                flow = importlib.import_module(flow_name)
+                xiq = importlib.import_module(quantizer_name)
         except Exception as e:  # ImportError, or a torchao built for another torch
-            errors.append(f"{flow_name.split('.')[0]}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            errors.append(
+                f"{flow_name.split('.')[0]}: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            )
             continue
-        return _Pt2eApi(flow, xiq, flow_name.split(".")[0]), f"PT2E quantization from {flow_name.split('.')[0]}"
+        return _Pt2eApi(
+            flow, xiq, flow_name.split(".")[0]
+        ), f"PT2E quantization from {flow_name.split('.')[0]}"
     return None, (
         "int8 needs the PT2E x86 quantizer, found in neither torchao nor torch.ao "
         f"({'; '.join(errors)}); install it with `pip install 'reslab[quant]'` (torchao)"
     )
+
+
+@contextlib.contextmanager
+def _quiet_pytree_log():
+    """torchao registers an Enum with pytree at import; torch >= 2.14 logs a deprecation
+    warning for it that says nothing to a reslab user."""
+    logger = logging.getLogger("torch.utils._pytree")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _Pt2eApi:

@@ -36,7 +36,9 @@ class Samples:
 def _take(split, preprocess: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     from ..data import make_loader
 
-    loader = make_loader(split, batch_size=min(n, 128), train=False, preprocess=preprocess, workers=0)
+    loader = make_loader(
+        split, batch_size=min(n, 128), train=False, preprocess=preprocess, workers=0
+    )
     xs, ys, seen = [], [], 0
     for x, y in loader:
         xs.append(x.float().cpu())
@@ -47,7 +49,9 @@ def _take(split, preprocess: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
-def dataset_samples(source: str, preprocess: dict, n: int = 256, n_calibration: int = 256) -> Samples:
+def dataset_samples(
+    source: str, preprocess: dict, n: int = 256, n_calibration: int = 256
+) -> Samples:
     """Validation images (parity) and training images (calibration) of a dataset.
 
     Args:
@@ -109,8 +113,10 @@ def samples_for(
         try:
             return dataset_samples(data, preprocess, n, n_calibration)
         except Exception as e:  # offline, moved, or not a dataset: check on generated images
-            say(f"note: cannot load {data!r} for the parity check ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); using generated images instead")
+            say(
+                f"note: cannot load {data!r} for the parity check ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); using generated images instead"
+            )
     else:
         say("note: the checkpoint names no dataset; checking parity on generated images")
     return generated_samples(preprocess, n=min(n, 64))

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 
-def export_torchscript(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
+def export_torchscript(
+    model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike
+) -> Path:
     """Traces ``model`` on ``example_input``, freezes it and saves it to ``path`` (``model.pt``).
 
     Args:

@@ -93,7 +93,7 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
 
 def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
-    """``hf`` for transformers key names, ``timm`` for a deep (ResNet-C/D) stem, else ``torchvision``."""
+    """``hf`` for transformers names, ``timm`` for a deep (ResNet-D) stem, else ``torchvision``."""
     if any(k.startswith(("resnet.embedder.", "embedder.embedder.", "resnet.encoder.")) for k in sd):
         return "hf"
     if "conv1.0.weight" in sd:
@@ -116,7 +116,7 @@ def convert_timm_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             raise WeightsError(
                 f"these timm weights contain {what} ({_preview(found)}), which reslab's ResNets do "
                 "not have; loading them would silently drop those layers. Use a plain timm "
-                "ResNet / ResNet-D checkpoint (e.g. timm:resnet50.a1_in1k, timm:resnet50d.ra2_in1k)."
+                "ResNet / ResNet-D checkpoint (timm:resnet50.a1_in1k, timm:resnet50d.ra2_in1k...)."
             )
     return dict(sd)
 
@@ -124,7 +124,7 @@ def convert_timm_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 def convert_hf_state_dict(
     sd: Mapping[str, torch.Tensor], config: Mapping[str, Any] | None = None
 ) -> dict[str, torch.Tensor]:
-    """A transformers ``ResNetForImageClassification`` / ``ResNetModel`` state dict under reslab names.
+    """A transformers ``ResNetForImageClassification`` / ``ResNetModel`` state dict, renamed.
 
     Args:
         sd: the transformers state dict (with or without the ``resnet.`` prefix).

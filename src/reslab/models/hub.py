@@ -92,14 +92,15 @@ class WeightMeta:
 _TV_URL = "https://download.pytorch.org/models/"
 
 
-def _tv(arch: str, tag: str, file: str, top1: float, params: int) -> WeightMeta:
+def _tv(arch: str, tag: str, sha: str, top1: float, params: int) -> WeightMeta:
+    """torchvision names its files ARCH-<first 8 hex digits of their SHA-256>.pth."""
     # V1 recipes evaluate at resize 256, the V2 recipe ("How to train state-of-the-art models
     # using TorchVision's latest primitives", 2021) at resize 232; both crop 224, bilinear.
     return WeightMeta(
         source=f"torchvision:{arch}.{tag}",
         architecture=arch,
         layout="torchvision",
-        url=_TV_URL + file,
+        url=f"{_TV_URL}{arch}-{sha}.pth",
         resize=256 if tag.endswith("V1") else 232,
         top1=top1,
         params=params,
@@ -109,22 +110,22 @@ def _tv(arch: str, tag: str, file: str, top1: float, params: int) -> WeightMeta:
 _TORCHVISION: dict[str, WeightMeta] = {
     m.source.split(":", 1)[1]: m
     for m in (
-        _tv("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", 69.758, 11689512),
-        _tv("resnet34", "IMAGENET1K_V1", "resnet34-b627a593.pth", 73.314, 21797672),
-        _tv("resnet50", "IMAGENET1K_V1", "resnet50-0676ba61.pth", 76.13, 25557032),
-        _tv("resnet50", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 80.858, 25557032),
-        _tv("resnet101", "IMAGENET1K_V1", "resnet101-63fe2227.pth", 77.374, 44549160),
-        _tv("resnet101", "IMAGENET1K_V2", "resnet101-cd907fc2.pth", 81.886, 44549160),
-        _tv("resnet152", "IMAGENET1K_V1", "resnet152-394f9c45.pth", 78.312, 60192808),
-        _tv("resnet152", "IMAGENET1K_V2", "resnet152-f82ba261.pth", 82.284, 60192808),
-        _tv("wide_resnet50_2", "IMAGENET1K_V1", "wide_resnet50_2-95faca4d.pth", 78.468, 68883240),
-        _tv("wide_resnet50_2", "IMAGENET1K_V2", "wide_resnet50_2-9ba9bcbe.pth", 81.602, 68883240),
-        _tv("wide_resnet101_2", "IMAGENET1K_V1", "wide_resnet101_2-32ee1156.pth", 78.848, 126886696),
-        _tv("wide_resnet101_2", "IMAGENET1K_V2", "wide_resnet101_2-d733dc28.pth", 82.51, 126886696),
-        _tv("resnext50_32x4d", "IMAGENET1K_V1", "resnext50_32x4d-7cdf4587.pth", 77.618, 25028904),
-        _tv("resnext50_32x4d", "IMAGENET1K_V2", "resnext50_32x4d-1a0047aa.pth", 81.198, 25028904),
-        _tv("resnext101_32x8d", "IMAGENET1K_V1", "resnext101_32x8d-8ba56ff5.pth", 79.312, 88791336),
-        _tv("resnext101_32x8d", "IMAGENET1K_V2", "resnext101_32x8d-110c445d.pth", 82.834, 88791336),
+        _tv("resnet18", "IMAGENET1K_V1", "f37072fd", 69.758, 11689512),
+        _tv("resnet34", "IMAGENET1K_V1", "b627a593", 73.314, 21797672),
+        _tv("resnet50", "IMAGENET1K_V1", "0676ba61", 76.13, 25557032),
+        _tv("resnet50", "IMAGENET1K_V2", "11ad3fa6", 80.858, 25557032),
+        _tv("resnet101", "IMAGENET1K_V1", "63fe2227", 77.374, 44549160),
+        _tv("resnet101", "IMAGENET1K_V2", "cd907fc2", 81.886, 44549160),
+        _tv("resnet152", "IMAGENET1K_V1", "394f9c45", 78.312, 60192808),
+        _tv("resnet152", "IMAGENET1K_V2", "f82ba261", 82.284, 60192808),
+        _tv("wide_resnet50_2", "IMAGENET1K_V1", "95faca4d", 78.468, 68883240),
+        _tv("wide_resnet50_2", "IMAGENET1K_V2", "9ba9bcbe", 81.602, 68883240),
+        _tv("wide_resnet101_2", "IMAGENET1K_V1", "32ee1156", 78.848, 126886696),
+        _tv("wide_resnet101_2", "IMAGENET1K_V2", "d733dc28", 82.51, 126886696),
+        _tv("resnext50_32x4d", "IMAGENET1K_V1", "7cdf4587", 77.618, 25028904),
+        _tv("resnext50_32x4d", "IMAGENET1K_V2", "1a0047aa", 81.198, 25028904),
+        _tv("resnext101_32x8d", "IMAGENET1K_V1", "8ba56ff5", 79.312, 88791336),
+        _tv("resnext101_32x8d", "IMAGENET1K_V2", "110c445d", 82.834, 88791336),
     )
 }
 # torchvision's DEFAULT: the most accurate weights of each architecture.
@@ -166,7 +167,8 @@ _TIMM: dict[str, WeightMeta] = {
         _timm("resnet18d.ra2_in1k", _RW_REL + "v0.1-weights/resnet18d_ra2-48a79e06.pth", 0.875),
         _timm("resnet34d.ra2_in1k", _RW_REL + "v0.1-weights/resnet34d_ra2-f8dcfcaf.pth", 0.875),
         _timm("resnet50d.ra2_in1k", _RW_REL + "v0.1-weights/resnet50d_ra2-464e36ba.pth", 0.875),
-        _timm("resnet101d.ra2_in1k", _RW_REL + "v0.1-weights/resnet101d_ra2-2803ffab.pth", 0.95, 256),
+        _timm("resnet101d.ra2_in1k", _RW_REL + "v0.1-weights/resnet101d_ra2-2803ffab.pth", 0.95,
+              img=256),
     )
 }
 _TIMM_DEFAULT = {n.split(".")[0]: m for n, m in _TIMM.items()}
@@ -267,7 +269,9 @@ def _timm_meta(name: str) -> WeightMeta:
     try:
         cfg = get_pretrained_cfg(name)
     except RuntimeError as e:  # timm: "Invalid pretrained tag (x) for resnet50."
-        raise WeightsError(f"timm:{name}: {e} List tags with timm.list_pretrained('resnet50*').") from e
+        raise WeightsError(
+            f"timm:{name}: {e} List the tags with timm.list_pretrained('resnet50*')."
+        ) from e
     if cfg is None:
         raise WeightsError(f"timm knows no pretrained weights named {name!r}.")
     arch = cfg.architecture
@@ -311,7 +315,7 @@ def torch_hub_checkpoint_path(url: str) -> Path:
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (as huggingface_hub does)."""
+    """The Hugging Face hub cache, read from the environment at call time (like huggingface_hub)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return Path(os.path.expandvars(os.path.expanduser(os.environ[var])))
@@ -365,7 +369,8 @@ def resolve_named(
         source: ``torchvision:...``, ``timm:...``, ``hf:...`` or ``reslab:...``.
         download: ``False`` never downloads; ``None`` downloads unless ``RESLAB_OFFLINE=1``
             or ``HF_HUB_OFFLINE=1``.
-        weights_dir: folder of ``reslab:`` weights (default: ``RESLAB_WEIGHTS_DIR`` or the package's).
+        weights_dir: folder of ``reslab:`` weights (default: ``RESLAB_WEIGHTS_DIR``, else
+            the package's).
         log: where progress messages go (``None``: silent).
     Returns:
         A ``Resolved`` with the local path and what is known about the weights.
@@ -374,7 +379,9 @@ def resolve_named(
     """
     scheme, name = parse_source(source) or (None, None)
     if scheme is None:
-        raise WeightsError(f"{source!r} is not a named source; expected one of {list(_EXAMPLES.values())}.")
+        raise WeightsError(
+            f"{source!r} is not a named source; expected one like {list(_EXAMPLES.values())}."
+        )
     if scheme == "reslab":
         path, card = resolve_reslab(name, weights_dir)
         return Resolved(path, card=card)
@@ -413,10 +420,13 @@ def _torch_hub_file(meta: WeightMeta, may_download: bool, log) -> Path:
         log(f"downloading {meta.url} to {dst}")
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(meta.url, str(dst), m.group(1) if m else None, progress=False)
+        prefix = m.group(1) if m else None  # torchvision names files NAME-<sha256 prefix>.pth
+        torch.hub.download_url_to_file(meta.url, str(dst), prefix, progress=False)
     except Exception as e:  # no network, proxy, disk full, hash mismatch: all need the same advice
-        raise WeightsError(f"{meta.source}: could not download {meta.url} ({type(e).__name__}: {e}). "
-                           f"Expected file: {dst}.\n{how}") from e
+        raise WeightsError(
+            f"{meta.source}: could not download {meta.url} ({type(e).__name__}: {e}). "
+            f"Expected file: {dst}.\n{how}"
+        ) from e
     return dst
 
 
@@ -428,38 +438,80 @@ def _hf_file(meta: WeightMeta, may_download: bool, log, fallback_url: str | None
     if fallback_url and torch_hub_checkpoint_path(fallback_url).is_file():
         return torch_hub_checkpoint_path(fallback_url)
     repo_dir = hf_cache_dir() / ("models--" + meta.hf_repo.replace("/", "--"))
-    extra = " config.json" if meta.layout == "hf" else ""
+    files = f"{meta.files[0]} config.json" if meta.layout == "hf" else meta.files[0]
+    local = meta.hf_repo.split("/")[-1]
     how = (
         "On a machine with internet, run\n"
-        f"  hf download {meta.hf_repo} {meta.files[0]}{extra}\n"
-        f"(or python -c \"from huggingface_hub import snapshot_download; "
-        f"snapshot_download('{meta.hf_repo}')\") and copy {repo_dir} into {hf_cache_dir()} "
-        "(the Hugging Face cache; set HF_HUB_CACHE to move it)."
+        f"  hf download {meta.hf_repo} {files} --local-dir {local}\n"
+        f"then pass that folder (or the file in it) as the source, or copy that machine's "
+        f"{repo_dir.name} folder (in ~/.cache/huggingface/hub) into {hf_cache_dir()} "
+        "(set HF_HUB_CACHE to use another cache)."
     )
     if fallback_url:
-        how += f"\nOr place {fallback_url} at {torch_hub_checkpoint_path(fallback_url)}."
+        how += (f"\nOr download {fallback_url} and place it at "
+                f"{torch_hub_checkpoint_path(fallback_url)}.")
     if not may_download:
-        raise WeightsError(f"{meta.source} is not in the local cache (looked for {', '.join(meta.files)} "
-                           f"under {repo_dir}) and downloads are off (offline).\n{how}")
+        raise WeightsError(
+            f"{meta.source} is not in the local cache (looked for {', '.join(meta.files)} "
+            f"under {repo_dir}) and downloads are off (offline).\n{how}"
+        )
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:
         raise WeightsError(f"{meta.source} needs huggingface_hub to download: pip install "
                            f"'reslab[interop]'.\n{how}") from e
+    why = _unreachable(_hf_endpoint())
+    if why:
+        raise WeightsError(f"{meta.source} is not in the local cache and {why}.\n{how}")
     errors = []
     for fname in meta.files:
         try:
             if log:
                 log(f"downloading {meta.hf_repo}/{fname} into {hf_cache_dir()}")
             return Path(hf_hub_download(meta.hf_repo, fname, cache_dir=hf_cache_dir()))
-        except Exception as e:  # missing file in the repo, or no network: try the next name
-            errors.append(f"{fname}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        except Exception as e:
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            errors.append(f"{fname}: {type(e).__name__}: {first_line}")
+            if not _missing_in_repo(e):  # a network or permission problem: other names fail too
+                break
     raise WeightsError(f"{meta.source}: could not download ({'; '.join(errors)}).\n{how}")
+
+
+def _hf_endpoint() -> str:
+    """The Hub's address; mirrors (e.g. HF_ENDPOINT=https://hf-mirror.com) replace it."""
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def _missing_in_repo(error: Exception) -> bool:
+    """True when huggingface_hub says the repository has no such file (so try the next name)."""
+    names = {c.__name__ for c in type(error).__mro__}
+    return "EntryNotFoundError" in names and "LocalEntryNotFoundError" not in names
+
+
+def _unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why ``url``'s host cannot be reached, or ``None``.
+
+    huggingface_hub retries a failed connection for about 20 s per file; offline, one quick
+    connection attempt says the same at once. Skipped behind a proxy, where only the proxy
+    can connect.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{parts.hostname} cannot be reached ({e.strerror or e})"
 
 
 def _hf_json(repo: str, filename: str, may_download: bool) -> dict[str, Any] | None:
     path = hf_cached_file(repo, filename)
-    if path is None and may_download:
+    if path is None and may_download and not _unreachable(_hf_endpoint()):
         try:
             from huggingface_hub import hf_hub_download
 
@@ -524,8 +576,10 @@ def resolve_reslab(
                            "or restore the file.")
     digest = sha256_file(path)
     if digest != card["sha256"].lower():
-        raise WeightsError(f"reslab:{name}: {path} has SHA-256 {digest}, but its card says "
-                           f"{card['sha256']}: the file is corrupted or was replaced. Reinstall reslab.")
+        raise WeightsError(
+            f"reslab:{name}: {path} has SHA-256 {digest}, but its card says {card['sha256']}: "
+            "the file is corrupted or was replaced. Reinstall reslab."
+        )
     return path, card
 
 

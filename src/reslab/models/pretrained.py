@@ -32,6 +32,8 @@ from . import hub
 from .convert import (
     adapt_input_conv,
     convert_hf_state_dict,
+    detect_layout,
+    hf_architecture,
     is_state_dict,
     to_reslab_state_dict,
     unwrap_state_dict,
@@ -144,17 +146,6 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     return unwrap_state_dict(obj), extras
 
 
-def _hf_folder_files(folder: Path) -> tuple[Path | None, dict | None, dict | None]:
-    weights = next((folder / f for f in hub.HF_WEIGHT_FILES if (folder / f).is_file()), None)
-    cfg = folder / "config.json"
-    pre = folder / "preprocessor_config.json"
-    return (
-        weights,
-        json.loads(cfg.read_text()) if cfg.is_file() else None,
-        json.loads(pre.read_text()) if pre.is_file() else None,
-    )
-
-
 @dataclass
 class _Source:
     """A source resolved to tensors plus what is known about them."""
@@ -163,13 +154,13 @@ class _Source:
     file: Path
     layout: str
     architecture: str | None = None
-    hf_config: dict | None = None
     info: dict | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def _open_source(source, *, download, weights_dir, log) -> _Source:
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and not hub.parse_source(source)):
+    named = isinstance(source, str) and hub.parse_source(source) is not None
+    if isinstance(source, (str, os.PathLike)) and not named:
         return _open_path(Path(source).expanduser())
     if not isinstance(source, str):
         raise WeightsError(f"source must be a path or a name, received {type(source).__name__}.")
@@ -180,7 +171,7 @@ def _open_source(source, *, download, weights_dir, log) -> _Source:
     meta = res.meta
     if meta.layout == "hf":
         return _from_hf(sd, res.path, res.hf_config, res.hf_preprocessor, meta)
-    sd, layout = to_reslab_state_dict(sd)
+    sd, _ = to_reslab_state_dict(sd)
     return _Source(sd, res.path, meta.layout, meta.architecture, info=meta.to_dict())
 
 
@@ -192,15 +183,14 @@ def _open_path(path: Path) -> _Source:
             if file.exists():
                 sd, extras = read_weights_file(file)
                 return _from_reslab_checkpoint({"model": sd, **extras}, file)
-        weights, cfg, pre = _hf_folder_files(path)
-        if weights is not None and cfg is not None:  # a transformers save_pretrained folder
-            sd, _ = read_weights_file(weights)
-            return _from_hf(sd, weights, cfg, pre, None)
-        if (path / "model.safetensors").is_file():
-            return _open_path(path / "model.safetensors")
+        # A Hugging Face folder (save_pretrained, hf download --local-dir): its weights file,
+        # read with the config.json beside it when the keys are transformers'.
+        weights = next((path / f for f in hub.HF_WEIGHT_FILES if (path / f).is_file()), None)
+        if weights is not None:
+            return _open_path(weights)
         raise WeightsError(
             f"{path} is a folder, but neither a reslab run folder (checkpoints/best.pt) nor a "
-            "Hugging Face model folder (config.json + model.safetensors / pytorch_model.bin)."
+            "Hugging Face model folder (model.safetensors or pytorch_model.bin, + config.json)."
         )
     if not path.exists():
         raise WeightsError(
@@ -211,17 +201,17 @@ def _open_path(path: Path) -> _Source:
     sd, extras = read_weights_file(path)
     if extras.get("model_args"):
         return _from_reslab_checkpoint({"model": sd, **extras}, path)
-    # Transformers config beside the file (a save_pretrained folder) tells the stride placement.
-    cfg = path.parent / "config.json"
-    hf_cfg = json.loads(cfg.read_text()) if cfg.is_file() else None
-    pre = path.parent / "preprocessor_config.json"
-    hf_pre = json.loads(pre.read_text()) if pre.is_file() else None
-    from .convert import detect_layout
-
     if detect_layout(sd) == "hf":
-        return _from_hf(sd, path, hf_cfg, hf_pre, None)
+        # The config.json beside transformers weights says where blocks stride.
+        return _from_hf(sd, path, _json_beside(path, "config.json"),
+                        _json_beside(path, "preprocessor_config.json"), None)
     sd, layout = to_reslab_state_dict(sd)
     return _Source(sd, path, layout)
+
+
+def _json_beside(path: Path, name: str) -> dict | None:
+    other = path.parent / name
+    return json.loads(other.read_text()) if other.is_file() else None
 
 
 def _from_reslab_checkpoint(ckpt: Mapping, file: Path) -> _Source:
@@ -240,8 +230,6 @@ def _from_reslab_checkpoint(ckpt: Mapping, file: Path) -> _Source:
 
 
 def _from_hf(sd, file, config, preprocessor, meta) -> _Source:
-    from .convert import hf_architecture
-
     notes = []
     if config is None:
         notes.append("no config.json found with the weights: assumed transformers' defaults "
@@ -257,7 +245,7 @@ def _from_hf(sd, file, config, preprocessor, meta) -> _Source:
             info["classes"] = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]
     if preprocessor:
         info["preprocess"] = _hf_preprocess(preprocessor, info.get("preprocess"))
-    return _Source(sd, file, "hf", arch or None, hf_config=config, info=info, notes=notes)
+    return _Source(sd, file, "hf", arch or None, info=info, notes=notes)
 
 
 def _hf_preprocess(pre: Mapping, fallback: Mapping | None) -> dict:
@@ -320,7 +308,8 @@ def _shape_summary(sd: Mapping[str, torch.Tensor]) -> str:
         if m := re.match(r"layer(\d+)\.(\d+)\.", k):
             blocks.setdefault(int(m[1]), set()).add(int(m[2]))
     depth = tuple(len(blocks[i]) for i in sorted(blocks))
-    conv = next((tuple(v.shape) for k, v in sd.items() if k in ("conv1.weight", "conv1.0.weight")), None)
+    conv = next((tuple(v.shape) for k, v in sd.items() if k in ("conv1.weight", "conv1.0.weight")),
+                None)
     fc = tuple(sd["fc.weight"].shape) if "fc.weight" in sd else None
     return f"blocks per stage {depth}, first conv {conv}, fc {fc}"
 
@@ -350,8 +339,8 @@ def match_state_dict(
     first_conv = _first_conv_key(model)
 
     def is_head(k: str) -> bool:
-        # "fc." is the head of the weights even when the model has no head (num_classes=0).
-        return k.startswith(head or "fc.") or k.startswith("fc.")
+        # "fc." is the head of the weights even when the model has none (num_classes=0).
+        return k.startswith("fc.") or (head is not None and k.startswith(head))
 
     body_t = {k for k in target if not is_head(k) and not k.endswith(_NBT)}
     body_s = {k for k in sd if not is_head(k) and not k.endswith(_NBT)}
@@ -390,7 +379,9 @@ def match_state_dict(
 
     head_t = {k: v for k, v in target.items() if is_head(k) and head is not None}
     head_s = {k: v for k, v in sd.items() if is_head(k)}
-    same = head_t.keys() == head_s.keys() and all(head_t[k].shape == head_s[k].shape for k in head_t)
+    same = head_t.keys() == head_s.keys() and all(
+        v.shape == head_s[k].shape for k, v in head_t.items()
+    )
     if head_t or head_s:
         if same:
             to_load.update(head_s)
@@ -403,8 +394,8 @@ def match_state_dict(
         else:
             for k, v in head_s.items():
                 want = f"model {tuple(head_t[k].shape)}" if k in head_t else "model has no such key"
-                report.skipped[k] = (f"weights {tuple(v.shape)} vs {want}: not loaded")
-            for k, v in head_t.items():
+                report.skipped[k] = f"weights {tuple(v.shape)} vs {want}: not loaded"
+            for k in head_t:
                 if k not in head_s:
                     report.skipped[k] = "not in the weights: left as initialised"
                 else:
@@ -438,7 +429,8 @@ def load_pretrained(
             ``hf:microsoft/resnet-50``, ``reslab:NAME``.
         strict_head: raise instead of skipping a head of another size.
         log: receives the report's summary lines (``None``: silent).
-        weights_dir: folder of ``reslab:`` weights (default: ``RESLAB_WEIGHTS_DIR`` or the package's).
+        weights_dir: folder of ``reslab:`` weights (default: ``RESLAB_WEIGHTS_DIR``, else
+            the package's).
         download: ``False`` never downloads; ``None`` (default) downloads missing named
             weights into the owning library's cache unless ``RESLAB_OFFLINE=1``.
     Returns:
@@ -501,10 +493,7 @@ def weights_info(
         _open_path(path)  # raises the same "neither a file nor a known name" error as loading
     if path.is_dir():
         if (path / "checkpoints").is_dir() or (path / "config.json").is_file():
-            try:
-                return _open_path(path).info
-            except WeightsError:
-                return None
+            return _open_path(path).info
         return None
     if path.is_file() and _sniff(path) == "torch":
         from ..engine.checkpoint import load_checkpoint

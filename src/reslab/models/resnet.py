@@ -223,9 +223,9 @@ class ResNet(nn.Module):
         # The new head lives where the model does (a model already moved to GPU or bf16).
         ref = next(self.parameters(), None)
         factory = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, **factory) if num_classes > 0 else nn.Identity()
-        )
+        self.fc = nn.Identity()
+        if num_classes > 0:
+            self.fc = nn.Linear(self.num_features, num_classes, **factory)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

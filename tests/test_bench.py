@@ -1,0 +1,100 @@
+"""``reslab bench``: runs end to end and reports consistent numbers (no speed assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab.cli.main import main
+from reslab.export.bench import peer_model, time_interleaved
+
+
+def test_bench_json_for_a_tiny_config(capsys):
+    tiny = "--model resnet20 --image-size 16 --batch-size 4 --iters 2 --warmup 1 --threads 1"
+    code = main(
+        [
+            "bench",
+            *tiny.split(),
+            "--mode",
+            "both",
+            "--no-compile",
+            "--no-int8",
+            "--json",
+            "--also",
+            "jit",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)  # stdout is pure JSON; progress went to stderr
+    assert "bench resnet20" in out.err
+    assert result["model"] == "resnet20" and result["threads"] == 1 and result["batch_size"] == 4
+    assert "torchvision has no resnet20" in result["peer"]
+    names = [r["name"] for r in result["inference"]]
+    assert names == [
+        "peer fp32 eager",
+        "peer bf16+cl eager",
+        "reslab optimized",
+        "reslab optimized, jit",
+    ]
+    macs = result["macs_per_image"]
+    for mode, flop_per_mac in (("inference", 2), ("train", 6)):
+        rows = result[mode]
+        base, amp = rows[0]["images_per_s"], rows[1]["images_per_s"]
+        for r in rows:
+            assert r["images_per_s"] > 0
+            assert r["images_per_s"] == pytest.approx(4 / (r["ms_per_batch"] / 1000))
+            assert r["gflops"] == pytest.approx(flop_per_mac * macs * r["images_per_s"] / 1e9)
+            assert r["vs_fp32"] == pytest.approx(r["images_per_s"] / base)
+            assert r["vs_bf16cl"] == pytest.approx(r["images_per_s"] / amp)
+    assert result["inference"][2]["note"].startswith(("bf16, eager", "fp32, eager"))
+    assert result["inference"][3]["note"].endswith(", jit")
+
+
+def test_table_output_and_bad_arguments(capsys):
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "resnet20",
+                "--image-size",
+                "16",
+                "--batch-size",
+                "2",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--no-compile",
+                "--no-int8",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "img/s" in table and "GFLOP/s" in table and "reslab optimized" in table
+    assert main(["bench", "--model", "resnet20", "--iters", "0"]) == 2
+    assert "iters >= 1" in capsys.readouterr().err
+    assert main(["bench", "--model", "resnet5O"]) == 2
+    assert "Did you mean" in capsys.readouterr().err
+
+
+def test_peer_is_torchvision_with_the_same_weights():
+    peer, ours, desc = peer_model("resnet18", 10, torch.device("cpu"))
+    assert desc == "torchvision.models.resnet18"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), peer(x))
+
+
+def test_interleaved_timing_runs_every_path_each_round():
+    calls = []
+    secs = time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 1, torch.device("cpu")
+    )
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"] and set(secs) == {"a", "b"}
