@@ -12,23 +12,14 @@ Anything not given is chosen from the data and printed with the reason.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from reslab.cli.train import FLAGS as TRAIN_FLAGS
+from reslab.cli.train import collect_overrides, resumed_config
 from reslab.errors import ConfigError
 
-# flag -> dotted config key
+# flag -> dotted config key: reslab train's flags plus the fine-tuning ones
 FLAGS = {
-    "data": "data.source",
-    "model": "model.name",
-    "out": "out",
-    "epochs": "epochs",
-    "batch_size": "data.batch_size",
-    "lr": "optim.lr",
-    "seed": "seed",
-    "device": "device",
-    "workers": "data.workers",
-    "precision": "precision",
-    "log": "log",
+    **TRAIN_FLAGS,
     "pretrained": "finetune.pretrained",
     "strategy": "finetune.strategy",
     "bn": "finetune.bn",
@@ -72,19 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace):
     """The ``TrainConfig`` the flags describe (``--resume``: the run's saved, resolved
     config with the flags given now applied on top)."""
-    from reslab.config import load_config, parse_overrides
+    from reslab.config import load_config
 
-    overrides = {key: getattr(args, name) for name, key in FLAGS.items() if getattr(args, name, None) is not None}
-    overrides.update(parse_overrides(args.overrides or []))
+    overrides = collect_overrides(args, FLAGS)
     if args.resume:
-        run_dir = Path(args.resume)
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a reslab run folder?")
-        if args.out and Path(args.out) != run_dir:
-            raise ConfigError(f"--resume {run_dir} continues that folder; drop --out {args.out}.")
-        overrides["out"] = str(run_dir)
-        return load_config(saved, overrides)
+        return resumed_config(args, overrides)
     if args.config is None and args.data is None:
         raise ConfigError("nothing to fine-tune on: pass --data (an image folder, a CSV manifest or a "
                           "built-in such as digits) or a --config recipe that sets data.source.")  # fmt: skip

@@ -51,24 +51,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.parse_args = p.parse_intermixed_args  # type: ignore[method-assign]
 
 
+def collect_overrides(args: argparse.Namespace, flags: dict[str, str] = FLAGS) -> dict:
+    """Config overrides from the flags given (typed by argparse, so they skip YAML parsing:
+    a path may contain ": ") and the trailing ``key=value`` words."""
+    from reslab.config import parse_overrides
+
+    overrides = {key: getattr(args, name) for name, key in flags.items() if getattr(args, name, None) is not None}
+    overrides.update(parse_overrides(args.overrides or []))
+    return overrides
+
+
+def resumed_config(args: argparse.Namespace, overrides: dict):
+    """For ``--resume RUN_DIR``: the run's saved config with ``overrides`` on top."""
+    from reslab.config import load_config
+
+    run_dir = Path(args.resume)
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a reslab run folder?")
+    if args.out and Path(args.out) != run_dir:
+        raise ConfigError(f"--resume {run_dir} continues that folder; drop --out {args.out}.")
+    return load_config(saved, {**overrides, "out": str(run_dir)})
+
+
 def build_config(args: argparse.Namespace):
     """The ``TrainConfig`` the flags describe (for ``--resume``: the run's saved config
     with the flags given now applied on top)."""
-    from reslab.config import load_config, parse_overrides
+    from reslab.config import load_config
 
-    # flags are typed by argparse, so they skip YAML parsing (a path may contain ": ")
-    given = {name: getattr(args, name) for name in FLAGS}
-    overrides = {FLAGS[name]: value for name, value in given.items() if value is not None}
-    overrides.update(parse_overrides(args.overrides or []))
+    overrides = collect_overrides(args)
     if args.resume:
-        run_dir = Path(args.resume)
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a reslab run folder?")
-        if args.out and Path(args.out) != run_dir:
-            raise ConfigError(f"--resume {run_dir} continues that folder; drop --out {args.out}.")
-        overrides["out"] = str(run_dir)
-        return load_config(saved, overrides)
+        return resumed_config(args, overrides)
     cfg = load_config(args.config, overrides)
     if not cfg.data.source:
         raise ConfigError("nothing to train on: pass --data (e.g. --data fashion-mnist) or a "

@@ -9,7 +9,7 @@ Names are imported lazily (PEP 562) so ``import reslab.engine`` does no work.
 
 from __future__ import annotations
 
-import importlib
+from reslab._lazy import lazy_exports
 
 _EXPORTS = {
     "fit": "training",
@@ -34,14 +34,4 @@ _EXPORTS = {
     "set_cpu_threads": "precision",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ Names are imported lazily (PEP 562) so ``import reslab.experiments`` does no wor
 
 from __future__ import annotations
 
-import importlib
+from reslab._lazy import lazy_exports
 
 _EXPORTS = {
     "run_degradation": "degradation",
@@ -25,14 +25,4 @@ _EXPORTS = {
     "draw_all": "figures",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
