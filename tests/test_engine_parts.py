@@ -30,14 +30,7 @@ from reslab.engine.state import capture_rng_state, restore_rng_state
 from reslab.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI machine is shared: two OpenMP threads on two busy cores spin against each
-    # other and small ops slow down 10-50x. One thread is steady.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _lrs(factor_cfg: ScheduleConfig, total: int, per_epoch: int = 10) -> list[float]:

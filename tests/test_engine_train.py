@@ -24,13 +24,7 @@ from reslab.engine.precision import resolve_precision
 from reslab.engine.schedule import build_schedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # shared CI cores: one OpenMP thread avoids oversubscription (fit sets cfg.threads itself)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from reslab.finetune.bn import FixedStatsBatchNorm2d, apply_bn_policy, bn_policy
 from reslab.finetune.strategies import set_trainable, trainable_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of 32 tiny images run faster on one thread (no OpenMP spinning on a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
