@@ -229,17 +229,8 @@ TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "resnet101",
              "wide_resnet50_2", "wide_resnet101_2", "resnext101_32x8d"]
 
 
-def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    # Fresh BatchNorms are identities; random statistics make parity a real test.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+# Random BN statistics make parity a real test (one helper, shared with the weights tests).
+from test_pretrained import randomize_bn as _randomize_bn  # noqa: E402
 
 
 @pytest.mark.parametrize("name", params_marked(TV_MODELS))
