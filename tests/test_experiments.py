@@ -150,7 +150,9 @@ def test_figures_are_written(tmp_path):
     ]
     p2 = plots.plot_accuracy_vs_labels(rows, tmp_path / "l.png")
     p3 = plots.plot_grad_norms({"plain56": [100.0, 10.0, 1.0], "resnet56": [1.0, 0.9, 0.8]}, tmp_path / "g.png")
-    for p in (p1, p2, p3):
+    p4 = plots.plot_accuracy_vs_cost({"resnet20": [(5.0, 92.1), (10.0, 92.9)], "wrn16_2": [(6.0, 93.2)]},
+                                     tmp_path / "c.png", budget=5.0)  # fmt: skip
+    for p in (p1, p2, p3, p4):
         assert p.read_bytes()[:8] == PNG and p.stat().st_size > 5000
 
 
@@ -188,3 +190,46 @@ def test_cli_reports_bad_model_without_traceback(capsys):
     assert main(["experiment", "degradation", "--dataset", "digits", "--models", "plain20", "resnet7"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: degradation: unknown model(s) ['resnet7']") and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the headline sweep script
+def _sweep_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "sweep_headline.py"
+    spec = importlib.util.spec_from_file_location("sweep_headline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_sweep_job_is_a_valid_recipe(monkeypatch):
+    from reslab.config import load_config
+    from reslab.models import registry
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the sweep's nets stay here
+    sweep = _sweep_module()
+    sweep.register_extra_archs()
+    for name, job in sweep.JOBS.items():
+        cfg = load_config(job["config"], overrides=job["overrides"])
+        assert cfg.epochs >= 1, name
+
+
+def test_sweep_figures_from_the_committed_results(tmp_path):
+    """The results page's figures redraw from docs/results/data/ and one CPU run's JSON."""
+    from pathlib import Path
+
+    sweep = _sweep_module()
+    data = Path(sweep.ROOT) / "docs" / "results" / "data"
+    png = sweep.figure(data / "fmnist_sweep_h100.json", data / "fmnist_cpu_cost.json", tmp_path / "s.png")
+    assert png.read_bytes()[:8] == PNG
+    fast = {"runs": [{"seed": 0, "records": [
+        {"train_seconds": 100.0, "test_acc": 0.9, "test_acc_plain": 0.89},
+        {"train_seconds": 200.0, "test_acc": 0.94, "test_acc_plain": 0.94}]}]}  # fmt: skip
+    timing = {"epoch_seconds": 200.0}
+    for name, obj in (("fast.json", fast), ("t.json", timing)):
+        (tmp_path / name).write_text(json.dumps(obj))
+    png = sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "fast.json",
+                                tmp_path / "t.json", tmp_path / "t.json", tmp_path / "h.png")  # fmt: skip
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000

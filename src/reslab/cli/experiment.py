@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--time-batches", type=int, default=None,
                    help="only time this many training batches and extrapolate the epoch (slow recipes)")
     h.add_argument("--test-every", type=int, default=1, help="evaluate the test set every N epochs")
+    h.add_argument("--tta-flip", action="store_true",
+                   help="score the test set with flip test-time augmentation (the plain score is kept too)")
     h.add_argument("--out", default="runs/headline")
     h.add_argument("overrides", nargs="*", help="config overrides, e.g. epochs=5 optim.lr=0.2")
 
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         res = run_recipe(
             args.config, seeds=args.seeds, overrides=args.overrides, target=args.target,
-            test_every=args.test_every, out=args.out,
+            test_every=args.test_every, tta_flip=args.tta_flip, out=args.out,
         )  # fmt: skip
         s = res["summary"]
         print(f"test acc {100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}% over {len(args.seeds)} "

@@ -2,9 +2,10 @@
 
     python -m reslab.experiments.figures runs/exp docs/results/img
 
-Reads whichever of ``gradients/gradients.json``, ``degradation/degradation.json``,
-``transfer/transfer.json`` and ``*/headline.json`` exist under the runs folder and writes
-the PNGs the pages in docs/results/ show.
+Reads whichever of ``gradients/gradients.json``, ``degradation/degradation.json`` and
+``transfer/transfer.json`` exist under the runs folder and writes the PNGs the pages in
+docs/results/ show. The Fashion-MNIST headline figures join a GPU accuracy sweep with CPU
+timings and are drawn by ``scripts/sweep_headline.py --figure/--figure-headline``.
 """
 
 from __future__ import annotations
@@ -57,21 +58,6 @@ def draw_all(runs: str | Path, img: str | Path) -> list[Path]:
         r = read_json(t)
         written.append(plots.plot_accuracy_vs_labels(
             r["rows"], img / "transfer.png", f"digits (28 px): {r['weights']} vs scratch"
-        ))  # fmt: skip
-    curves = {}
-    for h in sorted(runs.glob("*/headline.json")):
-        r = read_json(h)
-        for run in r["runs"]:
-            extra = " ".join(r.get("overrides", []))
-            label = f"{Path(r['config']).stem} {extra} seed {run['seed']}".replace("  ", " ")
-            curves[label] = {
-                "seconds": [x["train_seconds"] for x in run["records"]],
-                "accuracy": [100 * x["test_acc"] for x in run["records"]],
-            }
-    if curves:
-        written.append(plots.plot_accuracy_vs_time(
-            curves, img / "fmnist_accuracy_vs_time.png", target=94.0, log_x=False,
-            title="Fashion-MNIST test accuracy, 2 shared CPU cores",
         ))  # fmt: skip
     return written
 

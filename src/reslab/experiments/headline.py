@@ -102,6 +102,7 @@ def run_recipe(
             "seed": seed,
             "records": recs,
             "test_acc": recs[-1]["test_acc"],
+            "test_acc_plain": recs[-1]["test_acc_plain"],
             "train_seconds": recs[-1]["train_seconds"],
             "wall_seconds": result.wall_time_s,
             "images_per_s": result.images_per_s,
@@ -126,6 +127,7 @@ def summarize_runs(runs: Sequence[dict]) -> dict:
     """Mean and standard deviation over seeds; time-to-target is the mean over the seeds that
     reached it (None if any seed did not: a recipe "reaches" the target only if all do)."""
     accs = [r["test_acc"] for r in runs]
+    plain = [r.get("test_acc_plain", r["test_acc"]) for r in runs]
     secs = [r["train_seconds"] for r in runs]
     walls = [r["wall_seconds"] for r in runs]
     ttt = [r["time_to_target"] for r in runs]
@@ -133,6 +135,7 @@ def summarize_runs(runs: Sequence[dict]) -> dict:
         "seeds": len(runs),
         "test_acc_mean": statistics.fmean(accs),
         "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "test_acc_plain_mean": statistics.fmean(plain),  # without TTA (= test_acc without it)
         "train_seconds_mean": statistics.fmean(secs),
         "wall_seconds_mean": statistics.fmean(walls),
         "time_to_target_mean": None if any(t is None for t in ttt) else statistics.fmean(ttt),

@@ -146,6 +146,44 @@ def plot_accuracy_vs_time(
     return _save(fig, path)
 
 
+def plot_accuracy_vs_cost(
+    points: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    target: float | None = 94.0,
+    budget: float | None = None,
+    xlabel: str = "training minutes",
+    title: str = "",
+) -> Path:
+    """Final accuracy of schedules of several lengths against their cost, one line per net.
+
+    Args:
+        points: ``{net: [(minutes, accuracy_percent), ...]}``; one point per schedule length.
+        path: PNG file to write.
+        target: draw this accuracy as a horizontal line (None: no line).
+        budget: draw this cost as a vertical line (None: no line).
+        xlabel: the cost axis's label.
+        title: axes title.
+    Returns:
+        The written path.
+    """
+    fig, (ax,) = _figure(1, width=6.4, height=4.0)
+    for label, pts in points.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.4, label=label)
+    if target is not None:
+        ax.axhline(target, color="grey", lw=0.8, ls="--")
+    if budget is not None:
+        ax.axvline(budget, color="grey", lw=0.8, ls=":")
+    ax.set_xlim(left=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_accuracy_vs_labels(
     rows: Sequence[Mapping],
     path: str | Path,

@@ -94,7 +94,7 @@ _cifar("preact_resnet110", "preact_basic", 18, paper=_HE2016)
 _cifar("preact_resnet164", "preact_bottleneck", 18, paper=_HE2016)
 
 # ---- Wide ResNets WRN-d-k (pre-activation basic blocks, widths 16k/32k/64k) -------------
-for _d, _k in ((16, 4), (16, 8), (28, 2), (28, 10), (40, 2), (40, 4)):
+for _d, _k in ((16, 2), (16, 4), (16, 8), (28, 2), (28, 10), (40, 2), (40, 4)):
     _cifar(
         f"wrn{_d}_{_k}",
         "preact_basic",
