@@ -171,6 +171,23 @@ class FinetuneConfig(_Section):
     # linear: extract the backbone's pooled features once and train the head on them
     # (no augmentation, seconds on a CPU); auto: on for linear on a CPU.
     cache_features: Literal["auto", True, False] = "auto"
+    # largest gradient step of a pretrained filter, as a fraction of its norm
+    # (lr * |grad_i| <= step_clip * |w_i|, see reslab.finetune.step_clip); auto: 0.0025 for
+    # gradual with SGD and frozen/eval BatchNorm, off otherwise; 0: off.
+    step_clip: Literal["auto"] | float = "auto"
+
+    @field_validator("step_clip", mode="before")
+    @classmethod
+    def _step_clip(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        try:
+            ratio = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else -1.0
+        except ValueError:
+            ratio = -1.0
+        if not 0 <= ratio < 1:
+            raise ValueError("auto, 0 (off) or a fraction of the filter's norm in (0, 1), e.g. 0.0025")
+        return ratio
 
     @field_validator("pretrained")
     @classmethod
@@ -180,11 +197,16 @@ class FinetuneConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _decay_fits_strategy(self) -> "FinetuneConfig":
+    def _options_fit_strategy(self) -> "FinetuneConfig":
         if self.lr_decay is not None and self.lr_decay < 1 and self.strategy in ("linear", "full"):
             raise ValueError(
                 f"finetune.lr_decay={self.lr_decay} does nothing with strategy={self.strategy}; "
                 "use finetune.strategy=discriminative (or gradual) for layer-wise learning rates"
+            )
+        if self.step_clip != "auto" and self.step_clip > 0 and self.strategy == "linear":
+            raise ValueError(
+                f"finetune.step_clip={self.step_clip} does nothing with strategy=linear (only the new "
+                "head trains, and it is never clipped); drop finetune.step_clip"
             )
         return self
 

@@ -11,6 +11,8 @@
 - ``defaults``: ``choose_plan`` (strategy, BN policy, lr from the images per class);
 - ``features`` / ``cached``: the ``linear`` strategy on cached features;
 - ``unfreeze``: the ``Unfreezer`` callback (gradual unfreezing, checkpointed);
+- ``step_clip``: the ``StepClip`` callback (per-filter step bound that keeps SGD on an
+  unnormalised, frozen-BatchNorm backbone from running away);
 - ``api``: ``finetune(cfg)`` and ``prepare_model``.
 
 Names are imported lazily (PEP 562) so ``import reslab.finetune`` does no work.
@@ -37,6 +39,7 @@ _EXPORTS = {
     "extract_features": "features",
     "train_head": "features",
     "Unfreezer": "unfreeze",
+    "StepClip": "step_clip",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -26,6 +26,7 @@ from ..engine.state import seed_everything
 from ..errors import ConfigError
 from .bn import apply_bn_policy, describe_bn
 from .defaults import FinetunePlan, choose_plan
+from .step_clip import StepClip, resolve_step_clip
 from .strategies import build_param_groups, describe, resolve_lr_decay, set_trainable, trainable_groups
 from .unfreeze import Unfreezer
 
@@ -85,14 +86,16 @@ def _model_kwargs(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config(cfg: TrainConfig, plan: FinetunePlan, arch: str, batch_size: int,
-                   image_size: int, cache: bool, run_dir: Path) -> TrainConfig:  # fmt: skip
+                   image_size: int, cache: bool, run_dir: Path, *,
+                   step_clip: float | None = None) -> TrainConfig:  # fmt: skip
     """The config with every ``auto`` replaced by its resolved value (saved with the run,
     so a resume or a rerun of ``config.yaml`` does exactly the same thing)."""
     ft = cfg.finetune
     decay = ft.lr_decay if plan.strategy in ("gradual", "discriminative") else None
+    clip = ft.step_clip if step_clip is None else step_clip
     update = {
         "finetune": ft.model_copy(update={"strategy": plan.strategy, "bn": plan.bn, "lr_decay": decay,
-                                          "cache_features": cache}),  # fmt: skip
+                                          "cache_features": cache, "step_clip": clip}),  # fmt: skip
         "optim": cfg.optim.model_copy(update={"lr": plan.lr}),
         "data": cfg.data.model_copy(update={"batch_size": batch_size, "image_size": image_size}),
         "model": cfg.model.model_copy(update={"name": arch}),
@@ -247,6 +250,9 @@ def finetune(
     lr_decay = resolve_lr_decay(plan.strategy, ft.lr_decay if layerwise else None)
     auto_cache = ft.cache_features == "auto" and _is_cpu(cfg.device)
     cache = plan.strategy == "linear" and (ft.cache_features is True or auto_cache)
+    step_clip, clip_why = resolve_step_clip(ft.step_clip, plan.strategy, plan.bn, cfg.optim.name)
+    if clip_why:
+        plan.reasons.append(clip_why)
     if ft.cache_features is True and plan.strategy != "linear":
         raise ConfigError(f"finetune.cache_features=true needs strategy=linear (the backbone must be "
                           f"frozen for features to stay fixed), but the strategy is {plan.strategy}.")  # fmt: skip
@@ -267,7 +273,8 @@ def finetune(
         f"{trainable:,} of {total:,} parameters train now"
         + ("; features cached (backbone run once, no augmentation)" if cache else ""))  # fmt: skip
 
-    run_cfg = resolve_config(cfg, plan, arch, batch_size, bundle.preprocess["crop"], cache, out)
+    run_cfg = resolve_config(cfg, plan, arch, batch_size, bundle.preprocess["crop"], cache, out,
+                             step_clip=step_clip)  # fmt: skip
     record = {
         "pretrained": ft.pretrained,
         "architecture": arch,
@@ -277,6 +284,7 @@ def finetune(
         "lr_decay": lr_decay,
         "unfreeze_every": ft.unfreeze_every,
         "cache_features": cache,
+        "step_clip": step_clip,
         "batch_size": batch_size,
         "images_per_class": plan.images_per_class,
         "reasons": plan.reasons,
@@ -298,6 +306,8 @@ def finetune(
         return fit_linear_cached(run_cfg, model, bundle, log=run_log, resume=resume)
     groups = build_param_groups(model, plan.strategy, lr_decay)
     cbs = [Unfreezer(plan.strategy, ft.unfreeze_every), _RecordFinetune(record), *callbacks]
+    if step_clip > 0:
+        cbs.append(StepClip(model, step_clip))  # last, so the others' checkpoint keys stay
     return fit(run_cfg, model=model, param_groups=groups, callbacks=cbs, resume=resume, data=bundle)
 
 

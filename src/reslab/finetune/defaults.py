@@ -25,6 +25,10 @@ fastest (cached features).
 
 A batch smaller than ``MIN_BN_BATCH`` also fixes BatchNorm statistics (``eval``): the
 statistics of so few images are noise (Wu & He 2018, "Group Normalization", fig. 1).
+
+With ``gradual`` and fixed BatchNorm statistics, ``finetune`` also bounds each pretrained
+filter's SGD step (``step_clip.py``): the rate chosen here grows with the batch, the stable
+step of a backbone whose BatchNorm no longer normalises does not.
 """
 
 from __future__ import annotations

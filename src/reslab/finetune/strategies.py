@@ -10,7 +10,8 @@ at parameter names.
 - ``full``: every group trains at the same learning rate.
 - ``gradual``: the head trains alone first, then one group is unfrozen from the top every
   ``unfreeze_every`` epochs (Howard & Ruder 2018, ULMFiT, "gradual unfreezing"): the new,
-  random head cannot push large, noisy gradients into the pretrained stages.
+  random head cannot push large, noisy gradients into the pretrained stages. With frozen
+  BatchNorm its SGD steps are also bounded per filter (``step_clip.py``).
 - ``discriminative``: everything trains, the learning rate shrinks by ``lr_decay`` per
   group from head to stem (ULMFiT's "discriminative fine-tuning"; timm's layer-wise decay):
   early layers hold generic features (Yosinski et al. 2014) and should move least.
