@@ -15,8 +15,9 @@ The second measurement and the figure that joins them:
     python scripts/sweep_headline.py --figure docs/results/data/fmnist_sweep_h100.json \
         docs/results/data/fmnist_cpu_cost.json docs/results/img/fmnist_fast_sweep.png
     python scripts/sweep_headline.py --figure-headline docs/results/data/fmnist_sweep_h100.json \
-        runs/exp/fast_cpu_1t/headline.json runs/exp_quiet1/fmnist_best_timing/timing.json \
-        runs/exp_quiet1/tutorial_recipe_timing/timing.json docs/results/img/fmnist_accuracy_vs_time.png
+        runs/exp_quiet1/fmnist_best_timing/timing.json runs/exp_quiet1/tutorial_recipe_timing/timing.json \
+        docs/results/img/fmnist_accuracy_vs_time.png runs/exp/fast_cpu_1t/headline.json \
+        runs/exp/fast_cpu_2t/headline.json
 
 Each job writes ``<out>/<job>.jsonl``: one line per epoch with test accuracy (plain and with
 flip test-time augmentation), train loss and cumulative training seconds; ``<out>/sweep.json``
@@ -204,10 +205,10 @@ def figure(sweep: Path, cost: Path, png: Path) -> Path:
     )
 
 
-def figure_headline(sweep: Path, fast: Path, best: Path, tutorial: Path, png: Path) -> Path:
+def figure_headline(sweep: Path, best: Path, tutorial: Path, png: Path, fast: list[Path]) -> Path:
     """The three recipes' test accuracy against CPU training time, on one log-scaled axis.
 
-    ``fast`` is a ``headline.json`` trained on this CPU (measured). The best and tutorial
+    ``fast`` are ``headline.json`` files trained on this CPU (measured). The best and tutorial
     recipes did not fit a CPU session: their accuracy per epoch comes from the sweep (another
     device) and their time from ``timing.json`` (CPU seconds per epoch measured here), so
     their curves are drawn dotted.
@@ -216,12 +217,15 @@ def figure_headline(sweep: Path, fast: Path, best: Path, tutorial: Path, png: Pa
 
     jobs = json.loads(sweep.read_text())["jobs"]
     curves = {}
-    for run in json.loads(fast.read_text())["runs"]:
-        recs = run["records"]
-        curves[f"fast (wrn16_2, seed {run['seed']}), measured here"] = {
-            "seconds": [r["train_seconds"] for r in recs],
-            "accuracy": [100 * r.get("test_acc_plain", r["test_acc"]) for r in recs],
-        }
+    for path in fast:
+        h = json.loads(path.read_text())
+        threads = h["resolved"].get("threads") or h["machine"]["cores"]
+        for run in h["runs"]:
+            recs = run["records"]
+            curves[f"fast (wrn16_2), seed {run['seed']}, {threads} thread(s): measured here"] = {
+                "seconds": [r["train_seconds"] for r in recs],
+                "accuracy": [100 * r.get("test_acc_plain", r["test_acc"]) for r in recs],
+            }
     for label, job, timing in (("best (wrn28_2, 32 epochs)", "best_wrn28_2_e32", best),
                                ("tutorial (resnet18 at 224 px, fp32)", "tutorial_e10", tutorial)):
         per_epoch = json.loads(timing.read_text())["epoch_seconds"]
@@ -232,7 +236,7 @@ def figure_headline(sweep: Path, fast: Path, best: Path, tutorial: Path, png: Pa
             "accuracy": [100 * a for _, a, _ in curve],
             "extrapolated": True,
         }
-    return plot_accuracy_vs_time(curves, png, target=94.0, log_x=True,
+    return plot_accuracy_vs_time(curves, png, target=94.0, log_x=True, ylim=(80.0, 95.5),
                                  title="Fashion-MNIST test accuracy against CPU training time")  # fmt: skip
 
 
@@ -251,9 +255,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="--cpu-cost: interleaved rounds")
     p.add_argument("--figure", nargs=3, type=Path, metavar=("SWEEP_JSON", "COST_JSON", "PNG"),
                    help="instead: draw accuracy against CPU minutes")
-    p.add_argument("--figure-headline", nargs=5, type=Path,
-                   metavar=("SWEEP_JSON", "FAST_HEADLINE", "BEST_TIMING", "TUTORIAL_TIMING", "PNG"),
-                   help="instead: draw the three recipes' accuracy against CPU time")
+    p.add_argument("--figure-headline", nargs="+", type=Path, metavar="PATH",
+                   help="instead: draw the three recipes' accuracy against CPU time; paths: "
+                        "SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG FAST_HEADLINE [FAST_HEADLINE ...]")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cpu_cost:
@@ -263,7 +267,9 @@ def main(argv=None) -> int:
         print(figure(*a.figure))
         return 0
     if a.figure_headline:
-        print(figure_headline(*a.figure_headline))
+        if len(a.figure_headline) < 5:
+            p.error("--figure-headline needs SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG FAST_HEADLINE...")
+        print(figure_headline(*a.figure_headline[:4], a.figure_headline[4:]))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     if a.one:

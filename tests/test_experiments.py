@@ -224,12 +224,12 @@ def test_sweep_figures_from_the_committed_results(tmp_path):
     data = Path(sweep.ROOT) / "docs" / "results" / "data"
     png = sweep.figure(data / "fmnist_sweep_h100.json", data / "fmnist_cpu_cost.json", tmp_path / "s.png")
     assert png.read_bytes()[:8] == PNG
-    fast = {"runs": [{"seed": 0, "records": [
+    fast = {"resolved": {"threads": 1}, "machine": {"cores": 2}, "runs": [{"seed": 0, "records": [
         {"train_seconds": 100.0, "test_acc": 0.9, "test_acc_plain": 0.89},
         {"train_seconds": 200.0, "test_acc": 0.94, "test_acc_plain": 0.94}]}]}  # fmt: skip
     timing = {"epoch_seconds": 200.0}
     for name, obj in (("fast.json", fast), ("t.json", timing)):
         (tmp_path / name).write_text(json.dumps(obj))
-    png = sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "fast.json",
-                                tmp_path / "t.json", tmp_path / "t.json", tmp_path / "h.png")  # fmt: skip
+    png = sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "t.json", tmp_path / "t.json",
+                                tmp_path / "h.png", [tmp_path / "fast.json"])  # fmt: skip
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000

@@ -113,6 +113,7 @@ def plot_accuracy_vs_time(
     target: float | None = 94.0,
     title: str = "",
     log_x: bool = True,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Test accuracy against wall-clock time, one line per recipe.
 
@@ -123,6 +124,7 @@ def plot_accuracy_vs_time(
         target: draw this accuracy as a horizontal line (None: no line).
         title: axes title.
         log_x: log-scaled time axis (recipes differ by orders of magnitude).
+        ylim: accuracy range shown (points outside it are cut off; say so where it is shown).
     Returns:
         The written path.
     """
@@ -133,6 +135,8 @@ def plot_accuracy_vs_time(
     if target is not None:
         ax.axhline(target, color="grey", lw=0.8, ls="--")
         ax.text(ax.get_xlim()[0], target, f" {target:g}%", va="bottom", color="grey", fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if log_x:
         ax.set_xscale("log")
     if not log_x:
