@@ -33,6 +33,15 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _finish(fig, ax, path: str | Path, title: str = "", grid_which: str = "major") -> Path:
+    """The common end of a one-axes figure: grid, legend, optional title, saved PNG."""
+    ax.grid(alpha=0.3, which=grid_which)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def _depth(name: str) -> int | None:
     digits = "".join(ch for ch in name if ch.isdigit())
     return int(digits) if digits else None
@@ -100,11 +109,7 @@ def plot_grad_norms(
     ax.set_yscale("log")
     ax.set_xlabel("conv layer (1 = stem, input side)")
     ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, grid_which="both")
 
 
 def plot_accuracy_vs_time(
@@ -139,15 +144,11 @@ def plot_accuracy_vs_time(
         ax.set_ylim(*ylim)
     if log_x:
         ax.set_xscale("log")
-    if not log_x:
+    else:
         ax.set_xlim(left=0)
     ax.set_xlabel("wall-clock training seconds (evaluation excluded)")
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, grid_which="both")
 
 
 def plot_accuracy_vs_cost(
@@ -181,11 +182,7 @@ def plot_accuracy_vs_cost(
     ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title)
 
 
 def plot_accuracy_vs_labels(
@@ -217,8 +214,4 @@ def plot_accuracy_vs_labels(
     ax.set_xscale("log")
     ax.set_xlabel("labelled training images per class")
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, grid_which="both")
