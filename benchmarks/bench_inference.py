@@ -131,7 +131,9 @@ def markdown(results: dict, command: str) -> str:
         f"Measured by `{command}` on {results['date']}: {m['cpu']}, {m['threads']} threads, "
         f"torch {m['torch']}. Every path runs the same weights on the same input batch in one "
         "process; rounds interleave the paths and the median round is reported "
-        "(`reslab bench` does the same for any model). GFLOP/s = 2 x MACs x images/s.",
+        "(`reslab bench` does the same for any model). GFLOP/s = 2 x MACs x images/s. "
+        f"{m.get('cpu_memory', '')} (the process-wide setting speeds up every path alike; "
+        "see [CPU memory](#cpu-memory)).",
         "",
     ]
     load = results.get("load_avg")
@@ -256,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         results["cases"].append(r)
     results["load_avg"].append(os.getloadavg()[0])
     first = results["cases"][0]
-    results["machine"] = {k: first[k] for k in ("cpu", "threads", "torch", "device", "bf16_native")}
+    results["machine"] = {
+        k: first.get(k) for k in ("cpu", "threads", "torch", "device", "bf16_native", "cpu_memory")
+    }
     results["accuracy"] = None if args.no_accuracy else accuracy_case(1000 if args.quick else None)
     results["goals"] = goals(first, results["accuracy"])
     print("\ngoals:")

@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import reslab
@@ -222,6 +223,22 @@ def test_zero_pad_shortcut_matches_hand_computation():
     assert y.shape == (2, 32, 4, 4)
     torch.testing.assert_close(y[:, 8:24], x[:, :, ::2, ::2])
     assert y[:, :8].abs().sum() == 0 and y[:, 24:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_zero_pad_shortcut_gradient_matches_autograd_and_keeps_layout(layout):
+    # The custom backward must equal autograd's slice+pad backward and return the gradient
+    # in the input's layout (a contiguous gradient would make the rest of a channels_last
+    # backward pass run on mixed layouts).
+    x = torch.randn(3, 16, 9, 9).contiguous(memory_format=layout).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y = ZeroPadShortcut(2, 32)(x)
+    assert y.is_contiguous(memory_format=layout)
+    g = torch.randn(y.shape)
+    y.backward(g)
+    F.pad(ref[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8)).backward(g)
+    torch.testing.assert_close(x.grad, ref.grad, rtol=0, atol=0)
+    assert x.grad.is_contiguous(memory_format=layout)
 
 
 # ---- torchvision parity (random weights, no download) -------------------------------------

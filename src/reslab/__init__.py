@@ -1,6 +1,11 @@
 """reslab: build ResNets from scratch, train and fine-tune them on your own images."""
 
-from .models import create_model, list_models
+from . import cpu_memory
+
+# No page faults per batch on CPU: glibc keeps freed memory (see reslab.cpu_memory).
+cpu_memory.configure()
+
+from .models import create_model, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 

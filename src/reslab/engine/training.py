@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .. import cpu_memory
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from .callbacks import Callback, EarlyStopping
@@ -211,6 +212,8 @@ class _Setup:
         backend = "nccl" if device.type == "cuda" else "gloo"
         where = f"{info.world_size} processes ({backend}), " if info.enabled else ""
         self.log(f"precision: {self.precision.describe()}; {where}{threads} CPU thread(s) per process")
+        if device.type == "cpu":
+            self.log(cpu_memory.describe())
         self._warn_if_busy()
 
     def _warn_if_busy(self) -> None:

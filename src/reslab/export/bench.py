@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import cpu_memory
 from ..engine.precision import cpu_bf16_support, resolve_device, set_cpu_threads
 
 
@@ -265,6 +267,7 @@ def run_bench(
         )
     dev = resolve_device(device)
     n_threads = set_cpu_threads(threads)
+    torch.manual_seed(0)  # the same random weights every run: comparable figures and checks
     peer, ours, peer_desc = peer_model(model, num_classes, dev)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, image_size, image_size, generator=gen).to(dev)
@@ -280,6 +283,7 @@ def run_bench(
         "cpu": cpu_name(),
         "threads": n_threads,
         "torch": torch.__version__,
+        "cpu_memory": cpu_memory.describe(),
         "bf16_native": cpu_bf16_support()[0]
         if dev.type == "cpu"
         else torch.cuda.is_bf16_supported(),
@@ -297,6 +301,8 @@ def run_bench(
         paths = _train_paths(peer, ours, x, dev)
         secs = time_interleaved(paths, iters, warmup, dev)
         result["train"] = [asdict(r) for r in _rows(secs, batch_size, 6 * macs, {}, {})]
+    if hasattr(resource, "getrusage"):  # peak resident memory of this process so far
+        result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
 
@@ -306,6 +312,7 @@ def format_table(result: dict) -> str:
     lines = [
         f"{result['model']}, batch {result['batch_size']}, {result['image_size']} px, {result['device']}, "
         f"{result['threads']} threads, torch {result['torch']}; peer: {result['peer']}",
+        result.get("cpu_memory", ""),
     ]
     for mode in ("inference", "train"):
         if mode not in result:

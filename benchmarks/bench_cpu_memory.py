@@ -1,0 +1,73 @@
+"""What reslab's CPU memory setting (``reslab/cpu_memory.py``) buys: ``reslab bench`` in
+fresh processes with the setting (the default) and without it (``RESLAB_CPU_MEMORY=default``,
+glibc's own behaviour), alternating, so slow drifts of the machine hit both alike.
+
+Every path in the process gains from the setting, torchvision's included, so this compares
+each path with itself; the side-by-side ratios are in ``bench_inference.py``'s figures.
+
+    python benchmarks/bench_cpu_memory.py              # resnet50, batch 32, 2 x 2 processes
+    python benchmarks/bench_cpu_memory.py --repeats 1 --model resnet20 --image-size 28
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+SETTINGS = {"reslab (glibc keeps freed memory)": "tuned", "platform default": "default"}
+
+
+def run_once(setting: str, args) -> dict:
+    env = {**os.environ, "RESLAB_CPU_MEMORY": setting}
+    cmd = [sys.executable, "-m", "reslab", "bench", "--model", args.model, "--batch-size", str(args.batch_size),
+           "--image-size", str(args.image_size), "--iters", str(args.iters), "--no-int8", "--json"]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out[out.index("{") :])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=2, help="processes per setting")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_memory.json"))
+    args = p.parse_args(argv)
+    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+    for i in range(args.repeats):
+        for name, setting in SETTINGS.items():
+            r = run_once(setting, args)
+            runs[name].append(r)
+            rates = ", ".join(f"{row['path']} {row['images_per_s']:.1f}" for row in r["inference"])
+            print(f"[{i + 1}/{args.repeats}] {name}: {rates} img/s; peak RSS {r.get('max_rss_mb')} MB", flush=True)
+    paths = [row["name"] for row in runs["platform default"][0]["inference"]]
+    table = {}
+    for name in SETTINGS:
+        table[name] = {
+            path: statistics.median(row["images_per_s"] for r in runs[name] for row in r["inference"] if row["name"] == path)
+            for path in paths
+        }  # fmt: skip
+        table[name]["peak RSS (MB)"] = statistics.median(r.get("max_rss_mb", 0) for r in runs[name])
+    base, tuned = table["platform default"], table["reslab (glibc keeps freed memory)"]
+    print(f"\n{'path':28} {'default img/s':>14} {'reslab img/s':>13} {'gain':>6}")
+    for path in paths:
+        print(f"{path:28} {base[path]:14.1f} {tuned[path]:13.1f} {tuned[path] / base[path]:5.2f}x")
+    print(f"{'peak RSS (MB)':28} {base['peak RSS (MB)']:14.0f} {tuned['peak RSS (MB)']:13.0f}")
+    first = runs["platform default"][0]
+    record = {"model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
+              "cpu": first["cpu"], "threads": first["threads"], "torch": first["torch"],
+              "median": table, "runs": runs}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
