@@ -5,8 +5,8 @@ glibc's own behaviour), alternating, so slow drifts of the machine hit both alik
 Every path in the process gains from the setting, torchvision's included, so this compares
 each path with itself; the side-by-side ratios are in ``bench_inference.py``'s figures.
 
-    python benchmarks/bench_cpu_memory.py              # resnet50, batch 32, 2 x 2 processes
-    python benchmarks/bench_cpu_memory.py --repeats 1 --model resnet20 --image-size 28
+    python benchmarks/bench_cpu_memory.py              # resnet50, batch 32, 3 processes per setting
+    python benchmarks/bench_cpu_memory.py --quick      # smoke run: resnet20, 1 process each, writes nothing
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ def run_once(setting: str, args) -> dict:
     cmd = [sys.executable, "-m", "reslab", "bench", "--model", args.model, "--batch-size", str(args.batch_size),
            "--image-size", str(args.image_size), "--iters", str(args.iters), "--no-int8", "--json"]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out[out.index("{") :])
+    result = json.loads(out[out.index("{") :])
+    tuned = "keeps freed memory" in result.get("cpu_memory", "")
+    if tuned != (setting == "tuned"):
+        raise RuntimeError(f"the child asked for {setting!r} ran with {result.get('cpu_memory')!r}")
+    return result
 
 
 def main(argv=None) -> int:
@@ -35,16 +39,19 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="resnet50")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--iters", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=2, help="processes per setting")
+    p.add_argument("--iters", type=int, default=6)
+    p.add_argument("--repeats", type=int, default=3, help="processes per setting")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_memory.json"))
+    p.add_argument("--quick", action="store_true", help="resnet20 at 28 px, 1 process each, 2 rounds; writes nothing")
     args = p.parse_args(argv)
+    if args.quick:
+        args.model, args.image_size, args.batch_size, args.iters, args.repeats = "resnet20", 28, 32, 2, 1
     runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     for i in range(args.repeats):
         for name, setting in SETTINGS.items():
             r = run_once(setting, args)
             runs[name].append(r)
-            rates = ", ".join(f"{row['path']} {row['images_per_s']:.1f}" for row in r["inference"])
+            rates = ", ".join(f"{row['name']} {row['images_per_s']:.1f}" for row in r["inference"])
             print(f"[{i + 1}/{args.repeats}] {name}: {rates} img/s; peak RSS {r.get('max_rss_mb')} MB", flush=True)
     paths = [row["name"] for row in runs["platform default"][0]["inference"]]
     table = {}
@@ -63,6 +70,8 @@ def main(argv=None) -> int:
     record = {"model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
               "cpu": first["cpu"], "threads": first["threads"], "torch": first["torch"],
               "median": table, "runs": runs}  # fmt: skip
+    if args.quick:
+        return 0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -203,7 +203,7 @@ def update_doc(section: str) -> None:
     )
     pattern = re.compile(r"^## Inference\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
+        text = pattern.sub(lambda _m: section.rstrip("\n") + "\n\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     DOC.write_text(text)

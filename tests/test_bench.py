@@ -98,3 +98,28 @@ def test_interleaved_timing_runs_every_path_each_round():
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 1, torch.device("cpu")
     )
     assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"] and set(secs) == {"a", "b"}
+
+
+@pytest.mark.slow
+def test_cpu_memory_benchmark_compares_both_settings_in_fresh_processes():
+    # benchmarks/bench_cpu_memory.py: one `reslab bench` process per setting; checks the
+    # script runs and that each child really ran with the setting it was given.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_memory.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
+                         check=True, timeout=600).stdout  # fmt: skip
+    assert "reslab (glibc keeps freed memory)" in out and "platform default" in out
+    for path in ("peer fp32 eager", "peer bf16+cl eager", "reslab optimized"):
+        assert any(line.startswith(path) and line.rstrip().endswith("x") for line in out.splitlines()), out
+
+
+def test_bench_records_the_cpu_memory_setting(capsys):
+    code = main(["bench", "--model", "resnet20", "--image-size", "16", "--batch-size", "2", "--iters", "1",
+                 "--warmup", "1", "--threads", "1", "--no-compile", "--no-int8", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cpu_memory"] == "CPU memory: malloc keeps freed memory (opt out: RESLAB_CPU_MEMORY=default)"
+    assert result["max_rss_mb"] > 0
