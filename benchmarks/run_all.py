@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_train.py", "bench_inference.py", "bench_loader.py", "bench_cpu_memory.py")
+SCRIPTS = ("bench_train.py", "bench_inference.py", "bench_loader.py", "bench_cpu_memory.py", "bench_layouts.py")
 
 
 def main(argv: list[str]) -> int:

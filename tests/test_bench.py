@@ -123,3 +123,16 @@ def test_bench_records_the_cpu_memory_setting(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["cpu_memory"] == "CPU memory: malloc keeps freed memory (opt out: RESLAB_CPU_MEMORY=default)"
     assert result["max_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_layout_benchmark_runs_both_shortcuts():
+    # benchmarks/bench_layouts.py --quick: the per-op and per-step comparisons run end to end
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layouts.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True,
+                         text=True, check=True, timeout=600).stdout  # fmt: skip
+    assert "threshold_backward" in out and "plain slice+pad shortcut" in out and "reslab ZeroPadShortcut" in out
