@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import write_json  # benchmarks/common.py
+
 SETTINGS = {"reslab (glibc keeps freed memory)": "tuned", "platform default": "default"}
 
 
@@ -72,9 +74,7 @@ def main(argv=None) -> int:
               "median": table, "runs": runs}  # fmt: skip
     if args.quick:
         return 0
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, record)
     return 0
 
 

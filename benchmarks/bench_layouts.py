@@ -17,7 +17,6 @@ layout-keeping option-A shortcut (``reslab.models.layers.ZeroPadShortcut``) save
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from torch import nn
 from reslab import cpu_memory, create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models.layers import ZeroPadShortcut
+
+from common import write_json  # benchmarks/common.py
 
 CL = torch.channels_last
 
@@ -135,9 +136,7 @@ def main(argv=None) -> int:
         return 0
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
               "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "per_op": ops, "step": step}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, record)
     return 0
 
 

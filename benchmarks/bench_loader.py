@@ -12,13 +12,12 @@ Prints a table with the delivery / consumption ratios and writes JSON to
 benchmarks/results/loader.json.
 
     python benchmarks/bench_loader.py            # full run (a few minutes on 2 cores)
-    python benchmarks/bench_loader.py --quick    # smoke run (seconds)
+    python benchmarks/bench_loader.py --quick    # smoke run (seconds; writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,8 @@ from reslab import create_model
 from reslab.data import load_dataset, make_loader
 from reslab.data.synthetic import make_image_folder
 from reslab.engine.precision import resolve_device, resolve_precision, set_cpu_threads
+
+from common import write_json  # benchmarks/common.py
 
 
 def rate_of(fn, n_images: int, repeats: int) -> float:
@@ -235,9 +236,8 @@ def main(argv=None) -> int:
     fm = results["cases"][0]
     print(f"Fashion-MNIST: delivery / resnet20 consumption = {fm['ratio']}x (goal >= 3x); "
           f"end-to-end {fm['end_to_end_img_s']} img/s, loader overhead {fm['loader_overhead']:.1%}")  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    if not args.quick:  # a smoke run never overwrites the recorded figures
+        write_json(args.out, results)
     return 0
 
 

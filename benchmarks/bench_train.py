@@ -22,13 +22,12 @@ all of them alike; each round times ``--steps`` steps after warm-up. images/s is
 round; a ratio is the median over rounds of that round's ratio. Prints a table with ratios and writes benchmarks/results/train.json.
 
     python benchmarks/bench_train.py            # full run (~10 minutes on 2 cores)
-    python benchmarks/bench_train.py --quick    # smoke run
+    python benchmarks/bench_train.py --quick    # smoke run (writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -49,6 +48,8 @@ from reslab.engine.precision import cpu_bf16_support, resolve_device, resolve_pr
 from reslab.engine.schedule import build_schedule
 from reslab.engine.signals import StopSignals
 from reslab.engine.trainer import Trainer
+
+from common import write_json  # benchmarks/common.py
 
 CASES = {
     "resnet20@28": dict(name="resnet20", size=28, chans=1, batch=128, classes=10, tv=None),
@@ -265,10 +266,8 @@ def main(argv=None) -> int:
         if "ratio_compile_vs_peer_fp32" in r:
             print(f"{r['case']:14} compile / peer fp32    = {r['ratio_compile_vs_peer_fp32']:.2f}x")
             print(f"{r['case']:14} compile / peer bf16+cl = {r['ratio_compile_vs_peer_bf16_cl']:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "quick": args.quick, "results": results}, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    if not args.quick:  # a smoke run never overwrites the recorded figures
+        write_json(args.out, {"machine": machine, "results": results})
     return 0
 
 
