@@ -1,14 +1,16 @@
 """What mixed memory layouts cost a channels_last backward pass on CPU, and what reslab's
-layout-keeping option-A shortcut (``reslab.models.layers.ZeroPadShortcut``) saves.
+layout-keeping option-A shortcut and pooling (``ZeroPadShortcut``, ``GlobalAvgPool`` in
+``reslab/models/layers.py``) save.
 
 1. Per op: ReLU's backward (``threshold_backward``) and an add on a bf16 (128, 16, 28, 28)
    tensor (resnet20's first stage at batch 128), with both operands channels_last against
    one contiguous and one channels_last operand (what autograd's slice/pad backward hands
    the residual stream).
 2. Per training step: reslab's resnet20 in bf16 autocast + channels_last, as built, against
-   the same model with each ``ZeroPadShortcut`` swapped for the plain ``pad(x[:, :, ::2,
-   ::2])`` (autograd's own backward), in interleaved rounds on the same batch; the ratio is
-   the median over rounds of each round's ratio.
+   the same model with plain ops whose backward autograd provides: each ``ZeroPadShortcut``
+   swapped for ``pad(x[:, :, ::2, ::2])`` and the pooling for ``nn.AdaptiveAvgPool2d(1)``.
+   Interleaved rounds on the same batch; the ratio is the median over rounds of each
+   round's ratio.
 
     python benchmarks/bench_layouts.py            # ~2 minutes on 2 cores
     python benchmarks/bench_layouts.py --quick    # smoke run, writes nothing
@@ -32,6 +34,8 @@ from reslab.models.layers import ZeroPadShortcut
 from common import write_json  # benchmarks/common.py
 
 CL = torch.channels_last
+PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"
+RESLAB = "reslab (ZeroPadShortcut, GlobalAvgPool)"
 
 
 class PlainPadShortcut(nn.Module):
@@ -75,13 +79,14 @@ def per_op(reps: int) -> dict:
     return result
 
 
-def _model(plain_shortcut: bool) -> nn.Module:
+def _model(plain_ops: bool) -> nn.Module:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10, in_chans=1)
-    if plain_shortcut:
+    if plain_ops:
         for block in model.modules():
             if isinstance(getattr(block, "downsample", None), ZeroPadShortcut):
                 block.downsample = PlainPadShortcut(block.downsample.stride, block.downsample.out_channels)
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
     return model.to(memory_format=CL).train()
 
 
@@ -89,7 +94,7 @@ def per_step(steps: int, rounds: int) -> dict:
     x = torch.randn(128, 1, 28, 28).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (128,))
     contenders = {}
-    for name, plain in (("plain slice+pad shortcut", True), ("reslab ZeroPadShortcut", False)):
+    for name, plain in ((PLAIN, True), (RESLAB, False)):
         model = _model(plain)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
 
@@ -109,7 +114,7 @@ def per_step(steps: int, rounds: int) -> dict:
             t = time.perf_counter()
             run()
             rates[name].append(steps * len(x) / (time.perf_counter() - t))
-    a, b = "reslab ZeroPadShortcut", "plain slice+pad shortcut"
+    a, b = RESLAB, PLAIN
     return {
         "images_per_s": {n: round(statistics.median(v), 1) for n, v in rates.items()},
         "ratio": round(statistics.median(p / q for p, q in zip(rates[a], rates[b])), 3),
@@ -130,8 +135,8 @@ def main(argv=None) -> int:
               f"{r['slowdown']:.1f}x slower")  # fmt: skip
     step = per_step(2, 2) if args.quick else per_step(6, 25)
     for name, v in step["images_per_s"].items():
-        print(f"resnet20 bf16+cl step, {name:26} {v:8.1f} img/s")
-    print(f"ZeroPadShortcut / plain shortcut = {step['ratio']:.3f}x (median of per-round ratios)")
+        print(f"resnet20 bf16+cl step, {name:42} {v:8.1f} img/s")
+    print(f"reslab / plain ops = {step['ratio']:.3f}x (median of per-round ratios)")
     if args.quick:
         return 0
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,

@@ -233,8 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--compile", action="store_true", help="also time compile: true (minutes of compiling)")
-    p.add_argument("--steps", type=int, help="steps per timed round (default 6; 2 for resnet50 on CPU)")
-    p.add_argument("--rounds", type=int, help="timed rounds per contender (default 25; 8 for resnet50 on CPU)")
+    p.add_argument("--steps", type=int, help="steps per timed round (default 6; 1 for resnet50 on CPU)")
+    p.add_argument("--rounds", type=int, help="timed rounds per contender (default 25; 16 for resnet50 on CPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     for key in cases:
         case = CASES[key]
         big = case["size"] > 100 and device.type == "cpu"
-        steps, rounds, warmup = (3, 2, 2) if args.quick else ((2, 8, 2) if big else (6, 25, 5))
+        steps, rounds, warmup = (3, 2, 2) if args.quick else ((1, 16, 2) if big else (6, 25, 5))
         steps, rounds = args.steps or steps, args.rounds or rounds
         results.append(bench_case(key, case, device, steps, rounds, warmup, args.compile))
     print()

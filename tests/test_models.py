@@ -24,6 +24,7 @@ from reslab.models import (
     Bottleneck,
     DropPath,
     FrozenBatchNorm2d,
+    GlobalAvgPool,
     PreActBasicBlock,
     PreActBottleneck,
     ZeroPadShortcut,
@@ -240,6 +241,54 @@ def test_zero_pad_shortcut_gradient_matches_autograd_and_keeps_layout(layout):
     torch.testing.assert_close(x.grad, ref.grad, rtol=0, atol=0)
     assert x.grad.is_contiguous(memory_format=layout)
 
+
+
+def test_global_avg_pool_matches_adaptive_pool_and_keeps_layout():
+    x = torch.randn(3, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y = GlobalAvgPool()(x)
+    torch.testing.assert_close(y, F.adaptive_avg_pool2d(ref, 1))
+    g = torch.randn(y.shape)
+    y.backward(g)
+    F.adaptive_avg_pool2d(ref, 1).backward(g)
+    torch.testing.assert_close(x.grad, ref.grad)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def _mixed_layout_ops(model: nn.Module, size: int) -> list[str]:
+    """Ops of a channels_last backward pass that receive both layouts at once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def layout(t):
+        if t.dim() != 4 or t.shape[1] == 1 or t.shape[2] * t.shape[3] == 1:
+            return None  # both layouts at once: no mix possible
+        if t.is_contiguous(memory_format=torch.channels_last):
+            return "cl"
+        return "contiguous" if t.is_contiguous() else None
+
+    found = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kinds = {layout(a) for a in args if isinstance(a, torch.Tensor)} - {None}
+            if len(kinds) > 1:
+                found.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = model.to(memory_format=torch.channels_last).train()
+    x = torch.randn(2, model.in_chans, size, size).contiguous(memory_format=torch.channels_last)
+    loss = model(x).logsumexp(1).sum()
+    with Spy():
+        loss.backward()
+    return found
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "wrn16_2", "resnet18", "resnet50"])
+def test_channels_last_backward_never_mixes_layouts(name):
+    # A contiguous gradient meeting a channels_last one makes each op 5-20x slower on CPU
+    # (benchmarks/bench_layouts.py); reslab's shortcut and pooling keep the layout.
+    torch.manual_seed(0)
+    assert _mixed_layout_ops(create_model(name, num_classes=3), image_size(name)) == []
 
 # ---- torchvision parity (random weights, no download) -------------------------------------
 TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "resnet101", "resnet152",

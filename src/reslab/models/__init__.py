@@ -1,7 +1,7 @@
 """ResNets written from scratch: blocks, one configurable network, the registry, weights."""
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .layers import DropPath, FrozenBatchNorm2d, ZeroPadShortcut
+from .layers import DropPath, FrozenBatchNorm2d, GlobalAvgPool, ZeroPadShortcut
 from .profile import count_macs, count_params, profile_model
 from .registry import create_model, get_spec, list_models
 from .resnet import ResNet, freeze_batchnorm
@@ -14,6 +14,7 @@ __all__ = [
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNet",
+    "GlobalAvgPool",
     "ZeroPadShortcut",
     "count_macs",
     "count_params",

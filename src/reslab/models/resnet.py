@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import BLOCKS
-from .layers import FrozenBatchNorm2d, make_norm, make_shortcut
+from .layers import FrozenBatchNorm2d, GlobalAvgPool, make_norm, make_shortcut
 
 STEMS = ("imagenet", "deep", "cifar")
 
@@ -152,7 +152,7 @@ class ResNet(nn.Module):
         self.final_norm = (
             nn.Sequential(norm(inplanes), nn.ReLU(inplace=True)) if self.preact else nn.Identity()
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()  # AdaptiveAvgPool2d(1), layout-keeping gradient
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         self.num_classes = num_classes
