@@ -31,23 +31,11 @@ from reslab import cpu_memory, create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models.layers import ZeroPadShortcut
 
-from common import write_json  # benchmarks/common.py
+from common import PlainPadShortcut, write_json  # benchmarks/common.py
 
 CL = torch.channels_last
 PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"
 RESLAB = "reslab (ZeroPadShortcut, GlobalAvgPool)"
-
-
-class PlainPadShortcut(nn.Module):
-    """Option A written with plain ops: autograd returns a contiguous gradient."""
-
-    def __init__(self, stride: int, out_channels: int):
-        super().__init__()
-        self.stride, self.out_channels = stride, out_channels
-
-    def forward(self, x):
-        pad = self.out_channels - x.shape[1]
-        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, pad // 2, pad - pad // 2))
 
 
 def _time_op(fn, reps: int) -> float:

@@ -49,23 +49,12 @@ from reslab.engine.schedule import build_schedule
 from reslab.engine.signals import StopSignals
 from reslab.engine.trainer import Trainer
 
-from common import write_json  # benchmarks/common.py
+from common import PlainPadShortcut, write_json  # benchmarks/common.py
 
 CASES = {
     "resnet20@28": dict(name="resnet20", size=28, chans=1, batch=128, classes=10, tv=None),
     "resnet50@224": dict(name="resnet50", size=224, chans=3, batch=32, classes=1000, tv="resnet50"),
 }
-
-
-class _PadShortcut(nn.Module):
-    """The option-A shortcut as PyTorch users write it: ``pad(x[:, :, ::2, ::2])``."""
-
-    def __init__(self, pad: int):
-        super().__init__()
-        self.pad = pad
-
-    def forward(self, x):
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
 
 def torchvision_resnet20(num_classes: int, in_chans: int) -> nn.Module:
@@ -77,7 +66,7 @@ def torchvision_resnet20(num_classes: int, in_chans: int) -> nn.Module:
     for planes, stride in ((16, 1), (32, 2), (64, 2)):
         for i in range(3):
             s = stride if i == 0 else 1
-            down = _PadShortcut((planes - cin) // 2) if cin != planes else None
+            down = PlainPadShortcut(s, planes) if cin != planes else None
             layers.append(BasicBlock(cin, planes, s, downsample=down))
             cin = planes
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
