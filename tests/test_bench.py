@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from reslab import cpu_memory
 from reslab.cli.main import main
 from reslab.export.bench import peer_model, time_interleaved
 
@@ -100,17 +104,18 @@ def test_interleaved_timing_runs_every_path_each_round():
     assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"] and set(secs) == {"a", "b"}
 
 
+def _run_benchmark(script: str, *args: str) -> str:
+    """Runs ``benchmarks/<script>`` as users do; returns its stdout."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                          check=True, timeout=600).stdout  # fmt: skip
+
+
 @pytest.mark.slow
 def test_cpu_memory_benchmark_compares_both_settings_in_fresh_processes():
     # benchmarks/bench_cpu_memory.py: one `reslab bench` process per setting; checks the
     # script runs and that each child really ran with the setting it was given.
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_memory.py"
-    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
-                         check=True, timeout=600).stdout  # fmt: skip
+    out = _run_benchmark("bench_cpu_memory.py", "--quick")
     assert "reslab (glibc keeps freed memory)" in out and "platform default" in out
     for path in ("peer fp32 eager", "peer bf16+cl eager", "reslab optimized"):
         assert any(line.startswith(path) and line.rstrip().endswith("x") for line in out.splitlines()), out
@@ -121,18 +126,12 @@ def test_bench_records_the_cpu_memory_setting(capsys):
                  "--warmup", "1", "--threads", "1", "--no-compile", "--no-int8", "--json"])  # fmt: skip
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["cpu_memory"] == "CPU memory: malloc keeps freed memory (opt out: RESLAB_CPU_MEMORY=default)"
+    assert result["cpu_memory"] == cpu_memory.describe()  # what applies is tested in test_cpu_memory.py
     assert result["max_rss_mb"] > 0
 
 
 @pytest.mark.slow
 def test_layout_benchmark_runs_both_models():
     # benchmarks/bench_layouts.py --quick: the per-op and per-step comparisons run end to end
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layouts.py"
-    out = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True,
-                         text=True, check=True, timeout=600).stdout  # fmt: skip
+    out = _run_benchmark("bench_layouts.py", "--quick", "--threads", "1")
     assert "threshold_backward" in out and "plain ops (slice+pad" in out and "reslab (ZeroPadShortcut" in out

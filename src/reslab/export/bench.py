@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import platform
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -301,8 +300,12 @@ def run_bench(
         paths = _train_paths(peer, ours, x, dev)
         secs = time_interleaved(paths, iters, warmup, dev)
         result["train"] = [asdict(r) for r in _rows(secs, batch_size, 6 * macs, {}, {})]
-    if hasattr(resource, "getrusage"):  # peak resident memory of this process so far
+    try:  # peak resident memory of this process so far (the module is POSIX-only)
+        import resource
+
         result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    except ImportError:
+        pass
     return result
 
 

@@ -75,6 +75,12 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def _needs_grad_fn(x: torch.Tensor) -> bool:
+    """Whether a layout-keeping autograd Function should run: training with a gradient to
+    keep; inference, TorchScript tracing and export see the plain ops."""
+    return torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
+
+
 def _layout(x: torch.Tensor) -> torch.memory_format:
     """channels_last when ``x`` is stored that way (and is not also plain contiguous)."""
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -129,7 +135,7 @@ class GlobalAvgPool(nn.Module):
     (B, C, H, W) -> (B, C, 1, 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        if _needs_grad_fn(x):
             return _MeanHW.apply(x)
         return F.adaptive_avg_pool2d(x, 1)
 
@@ -148,9 +154,8 @@ class ZeroPadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.out_channels - x.shape[1]
-        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        if _needs_grad_fn(x):
             return _SubsamplePad.apply(x, self.stride, pad // 2, pad - pad // 2)
-        # inference, TorchScript tracing and export see the plain ops
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2)) if pad > 0 else x
 
