@@ -82,7 +82,7 @@ fast3seeds)
   $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 1 2 --tta-flip --out "$OUT/fast"
   ;;
 best)
-  $RESLAB experiment headline --config configs/fmnist_best.yaml --seeds 0 --out "$OUT/best"
+  $RESLAB experiment headline --config configs/fmnist_best.yaml --seeds 0 --tta-flip --out "$OUT/best"
   ;;
 figures)
   # the CPU epoch times of the best and tutorial recipes: `timing` on the near-idle machine,

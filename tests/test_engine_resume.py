@@ -36,9 +36,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], command: tuple[str, ...] = ("train",)) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "reslab", "train", *args],
+        [sys.executable, "-m", "reslab", *command, *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )  # fmt: skip
 
@@ -123,3 +123,21 @@ def test_sigterm_saves_checkpoint_and_exits_143(tmp_path: Path):
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["sampler"]["batch"] > 0 or ckpt["sampler"]["epoch"] > 0
     assert ckpt["step"] == ckpt["sampler"]["epoch"] * ckpt["sampler"]["batches"] + ckpt["sampler"]["batch"]
+
+
+@pytest.mark.slow
+def test_sigterm_in_an_experiment_exits_143_without_a_traceback(tmp_path: Path):
+    # Every command that trains stops the same way: an experiment run under `timeout` (as
+    # scripts/gpu_check.sh does) saves its checkpoint and says so, with no traceback.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data:\n  source: digits\n  batch_size: 32\nmodel:\n  name: resnet20\nepochs: 20\n")
+    overrides = [a for a in RECIPE if "=" in a]
+    out_dir = tmp_path / "exp"
+    proc = _start(["headline", "--config", str(recipe), "--test-every", "100", "--out", str(out_dir),
+                   "device=cpu", *overrides], command=("experiment",))  # fmt: skip
+    _wait_for_line(proc, lambda s: s.startswith("checkpoint: epoch 1, batch 4/"))
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "stopped: received SIGTERM" in out and "Traceback" not in out
+    assert load_checkpoint(out_dir / "seed0" / "checkpoints" / "last.pt")["step"] > 0

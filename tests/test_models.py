@@ -33,6 +33,7 @@ from reslab.models import (
     create_model,
     get_spec,
     list_models,
+    mixed_layout_ops,
 )
 from reslab.models.blocks import BLOCKS
 
@@ -255,40 +256,31 @@ def test_global_avg_pool_matches_adaptive_pool_and_keeps_layout():
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-def _mixed_layout_ops(model: nn.Module, size: int) -> list[str]:
-    """Ops of a channels_last backward pass that receive both layouts at once."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    def layout(t):
-        if t.dim() != 4 or t.shape[1] == 1 or t.shape[2] * t.shape[3] == 1:
-            return None  # both layouts at once: no mix possible
-        if t.is_contiguous(memory_format=torch.channels_last):
-            return "cl"
-        return "contiguous" if t.is_contiguous() else None
-
-    found = []
-
-    class Spy(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kinds = {layout(a) for a in args if isinstance(a, torch.Tensor)} - {None}
-            if len(kinds) > 1:
-                found.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    model = model.to(memory_format=torch.channels_last).train()
-    x = torch.randn(2, model.in_chans, size, size).contiguous(memory_format=torch.channels_last)
-    loss = model(x).logsumexp(1).sum()
-    with Spy():
-        loss.backward()
-    return found
-
-
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "wrn16_2", "resnet18", "resnet50"])
 def test_channels_last_backward_never_mixes_layouts(name):
     # A contiguous gradient meeting a channels_last one makes each op 5-20x slower on CPU
     # (benchmarks/bench_layouts.py); reslab's shortcut and pooling keep the layout.
     torch.manual_seed(0)
-    assert _mixed_layout_ops(create_model(name, num_classes=3), image_size(name)) == []
+    model = create_model(name, num_classes=3)
+    x = torch.randn(2, model.in_chans, image_size(name), image_size(name))
+    assert mixed_layout_ops(model, x) == []
+    assert mixed_layout_ops(model, x, torch.bfloat16) == []
+
+
+def test_mixed_layout_ops_finds_a_contiguous_gradient():
+    # autograd's own slice + pad (the option-A shortcut without reslab's Function) returns
+    # a contiguous gradient: the check must see the mixed ops that follow.
+    class PlainShortcutBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+            self.conv = nn.Conv2d(8, 16, 3, 2, 1)
+
+        def forward(self, x):
+            x = self.stem(x)  # its gradient sums the two paths below
+            return torch.relu(self.conv(x) + F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4)))
+
+    assert mixed_layout_ops(PlainShortcutBlock(), torch.randn(2, 3, 8, 8)) != []
 
 # ---- torchvision parity (random weights, no download) -------------------------------------
 TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "resnet101", "resnet152",

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from reslab.engine.signals import TrainingInterrupted
 from reslab.errors import ReslabError
 
 # name -> (module, one-line help)
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
+    except TrainingInterrupted as e:  # a signal stopped a run after its checkpoint was saved
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

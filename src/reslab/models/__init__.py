@@ -2,7 +2,7 @@
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .layers import DropPath, FrozenBatchNorm2d, GlobalAvgPool, ZeroPadShortcut
-from .profile import count_macs, count_params, profile_model
+from .profile import count_macs, count_params, mixed_layout_ops, profile_model
 from .registry import create_model, get_spec, list_models
 from .resnet import ResNet, freeze_batchnorm
 
@@ -22,5 +22,6 @@ __all__ = [
     "freeze_batchnorm",
     "get_spec",
     "list_models",
+    "mixed_layout_ops",
     "profile_model",
 ]

@@ -1,4 +1,5 @@
-"""Parameter and multiply-accumulate (MAC) counts, per layer and in total.
+"""Parameter and multiply-accumulate (MAC) counts, per layer and in total; and a check that
+a channels_last backward pass keeps one memory layout.
 
 MACs count convolutions and linear layers, the convention behind the published figures
 (resnet50: 4.09 GMACs at 224 px); norms, activations, pooling and additions are ignored.
@@ -76,3 +77,44 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Total multiply-accumulates of one forward pass for a single image."""
     return sum(s.macs for s in profile_model(model, input_size))
+
+
+def mixed_layout_ops(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None) -> list[str]:
+    """Ops of a training step's backward pass that receive both memory layouts at once.
+
+    A contiguous gradient meeting a channels_last one makes each such op 5-20x slower on
+    CPU (``benchmarks/bench_layouts.py``). Use it to check a custom block: an empty list
+    means the whole backward pass stays channels_last.
+
+    Args:
+        model: put in channels_last and train mode here.
+        x: a (B, C, H, W) batch on the model's device.
+        amp_dtype: run the forward pass under autocast to this dtype (e.g. bfloat16).
+    Returns:
+        The names of the offending ops, one entry per call (empty when none).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def layout(t: torch.Tensor) -> str | None:
+        if t.dim() != 4 or t.shape[1] == 1 or t.shape[2] * t.shape[3] == 1:
+            return None  # both layouts at once: no mix possible
+        if t.is_contiguous(memory_format=torch.channels_last):
+            return "channels_last"
+        return "contiguous" if t.is_contiguous() else None
+
+    found: list[str] = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kinds = {layout(a) for a in args if isinstance(a, torch.Tensor)} - {None}
+            if len(kinds) > 1:
+                found.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = model.to(memory_format=torch.channels_last).train()
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss = model(x).float().logsumexp(1).sum()
+    with Spy():
+        loss.backward()
+    return found
