@@ -16,7 +16,7 @@ from reslab import create_model
 from reslab.errors import ConfigError
 from reslab.experiments import gradients as G
 from reslab.experiments import plots
-from reslab.experiments.degradation import run_degradation, stratified_subset, write_outputs
+from reslab.experiments.degradation import merge_results, run_degradation, stratified_subset, write_outputs
 from reslab.experiments.headline import summarize_runs, time_to_target
 from reslab.experiments.tables import markdown_table, read_json, write_json
 from reslab.experiments.transfer import batch_size_for, epochs_for, summarize
@@ -98,8 +98,8 @@ def test_degradation_rejects_bad_arguments_before_work(tmp_path):
         run_degradation("digits", models=["plain20", "resnet21"], out=tmp_path)
     with pytest.raises(ConfigError, match="epochs"):
         run_degradation("digits", models=["plain20", "resnet20"], epochs=0, out=tmp_path)
-    with pytest.raises(ConfigError, match="at least two"):
-        run_degradation("digits", models=["plain20"], out=tmp_path)
+    with pytest.raises(ConfigError, match="at least one"):
+        run_degradation("digits", models=[], out=tmp_path)
     assert not any(tmp_path.iterdir()), "nothing may be written before the arguments are valid"
 
 
@@ -126,6 +126,29 @@ def test_degradation_tiny_budget_end_to_end(tmp_path):
     # the writers redraw everything from the saved JSON alone
     write_outputs(saved, tmp_path / "again")
     assert (tmp_path / "again" / "degradation_curves.png").read_bytes()[:8] == PNG
+
+
+def test_degradation_runs_side_by_side_merge_into_one_comparison(tmp_path, capsys):
+    from reslab.cli.main import main
+
+    # one model per process (or GPU), then `--merge`: the same table and figures as one run
+    kw = dict(epochs=1, subset=64, test_subset=40, val_subset=20, batch_size=32, grad_batch=32,
+              grad_seeds=(0,), device="cpu", log=lambda *_: None)  # fmt: skip
+    run_degradation("digits", models=["plain20"], out=tmp_path / "a", **kw)
+    run_degradation("digits", models=["resnet20"], out=tmp_path / "b", **kw)
+    assert main(["experiment", "degradation", "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--out", str(tmp_path / "all")]) == 0  # fmt: skip
+    merged = read_json(tmp_path / "all" / "degradation.json")
+    assert [r["model"] for r in merged["table"]] == ["plain20", "resnet20"]
+    assert set(merged["curves"]) == set(merged["grad_init"]) == set(merged["grad_trained"]) == {"plain20", "resnet20"}
+    assert (tmp_path / "all" / "degradation_curves.png").read_bytes()[:8] == PNG
+    assert "| resnet20 | 269,434 |" in capsys.readouterr().out
+    other = read_json(tmp_path / "b" / "degradation.json")
+    other["setup"]["epochs"] = 2
+    with pytest.raises(ConfigError, match=r"differ in \['epochs'\]"):
+        merge_results([merged, other])
+    with pytest.raises(ConfigError, match="more than one run"):
+        merge_results([merged, read_json(tmp_path / "b" / "degradation.json")])
 
 
 # ---------------------------------------------------------------- tables and figures

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--device", default="auto")
     d.add_argument("--precision", default="auto")
     d.add_argument("--out", default="runs/degradation")
+    d.add_argument("--merge", nargs="+", metavar="RUN_OUT",
+                   help="train nothing: join the degradation.json of runs made side by side "
+                        "(one model each, same setup) into --out")  # fmt: skip
 
     g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)")
     g.add_argument("--dataset", default="fashion-mnist")
@@ -57,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.experiment == "degradation" and args.merge:
+        from reslab.errors import ConfigError
+        from reslab.experiments.degradation import merge_results, write_outputs
+        from reslab.experiments.tables import read_json
+
+        paths = [Path(p) / "degradation.json" if Path(p).is_dir() else Path(p) for p in args.merge]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ConfigError(f"--merge: no degradation.json at {missing}; pass the --out folders of finished runs.")
+        write_outputs(merge_results([read_json(p) for p in paths]), args.out)
+        print((Path(args.out) / "table.md").read_text())
+        return 0
     if args.experiment == "degradation":
         from reslab.experiments.degradation import run_degradation
 

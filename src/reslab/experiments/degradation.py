@@ -47,8 +47,8 @@ def _check_args(models: Sequence[str], epochs: int, subset: int | None, test_sub
             f"degradation: unknown model(s) {unknown}; expected names from `reslab models`, "
             f"e.g. {', '.join(DEFAULT_MODELS)}."
         )
-    if len(models) < 2:
-        raise ConfigError(f"degradation needs at least two models to compare, received {list(models)}.")
+    if not models:
+        raise ConfigError("degradation needs at least one model, e.g. --models plain20 plain56.")
     if epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, received {epochs}.")
     for name, v in (("--subset", subset), ("--test-subset", test_subset), ("--val-subset", val_subset)):
@@ -260,6 +260,41 @@ def summarize(runs: list[dict], grad_init: dict, **setup) -> dict:
         "grad_trained": {r["name"]: r["grad_trained"] for r in runs if r.get("grad_trained")},
         "run_dirs": {r["name"]: r["run_dir"] for r in runs},
     }
+
+
+def merge_results(parts: Sequence[dict]) -> dict:
+    """Joins the results of runs that trained different models with the same setup (one
+    process or machine per model, run side by side) into one comparison.
+
+    Args:
+        parts: results dicts (``degradation.json`` contents), in the order of the table.
+    Returns:
+        One results dict, as ``run_degradation`` would have written for all the models.
+    Raises:
+        ConfigError: when the setups differ (another dataset, budget or seed) or a model
+            appears twice.
+    """
+    if not parts:
+        raise ConfigError("nothing to merge: pass at least one degradation.json.")
+    setup = parts[0]["setup"]
+    names: list[str] = []
+    for part in parts:
+        if part["setup"] != setup:
+            diff = sorted(k for k in set(setup) | set(part["setup"]) if setup.get(k) != part["setup"].get(k))
+            raise ConfigError(f"cannot merge runs with different setups (they differ in {diff}); "
+                              "rerun them with the same dataset, epochs, subsets, batch size and seed.")  # fmt: skip
+        names += [row["model"] for row in part["table"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"cannot merge: {twice} trained in more than one run.")
+    merged = {"setup": setup, "machine": parts[0]["machine"], "table": []}
+    for key in ("curves", "grad_init", "grad_trained", "run_dirs"):
+        merged[key] = {}
+    for part in parts:
+        merged["table"] += part["table"]
+        for key in ("curves", "grad_init", "grad_trained", "run_dirs"):
+            merged[key].update(part.get(key, {}))
+    return merged
 
 
 TABLE_COLUMNS = (
