@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every number and figure in docs/results/ comes from a command in this file, run on the
-# machine named in each results page (2 CPU cores, no GPU, shared with other jobs).
+# machine named in each results page (2 CPU cores, no GPU, shared with other jobs; the ones
+# marked "one GPU" ran on a lent GPU machine, as their pages say).
 #
 #   scripts/run_experiments.sh gradients    # gradient norms at initialisation       (~1 min quiet)
 #   scripts/run_experiments.sh degradation  # plain vs residual, 20 and 56 layers     (~10 min quiet)
+#   scripts/run_experiments.sh degradation_gpu  # the same on all 54,000 images, 6 epochs (~2 min, one GPU)
 #   scripts/run_experiments.sh transfer     # Fashion-MNIST weights vs scratch, digits (~10 min quiet)
 #   scripts/run_experiments.sh timing       # seconds per epoch of the three recipes  (~3 min quiet)
 #   scripts/run_experiments.sh sweep        # accuracy after E epochs, 36 recipes     (~20 min on one GPU)
@@ -38,6 +40,16 @@ degradation)
     --val-subset 500 --epochs 5 --batch-size 64 --grad-seeds 0 --out "$OUT/degradation"
   # CIFAR-10, when its files are in $RESLAB_DATA_DIR/cifar10 (not downloadable on this machine):
   # $RESLAB experiment degradation --dataset cifar10 --epochs 30 --out "$OUT/degradation_cifar10"
+  ;;
+degradation_gpu)
+  # docs/results/degradation.md, "the full training set": all 54,000 images, 6 epochs, the
+  # four nets side by side on one GPU (one process each), then one table and one figure.
+  for m in plain20 plain56 resnet20 resnet56; do
+    $RESLAB experiment degradation --models $m --epochs 6 --device cuda --out "$OUT/degradation_gpu/$m" &
+  done
+  wait
+  $RESLAB experiment degradation --merge "$OUT"/degradation_gpu/{plain20,plain56,resnet20,resnet56} \
+    --out "$OUT/degradation_gpu/all"
   ;;
 transfer)
   # docs/results/transfer.md: digits at 28 px with 5, 20 and all (~115) labels per class.
@@ -97,7 +109,7 @@ figures)
     "$OUT/fast_cpu_2t/headline.json"
   ;;
 *)
-  sed -n 2,17p "$0"
+  sed -n 2,19p "$0"
   exit 2
   ;;
 esac
