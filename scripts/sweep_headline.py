@@ -205,29 +205,34 @@ def figure(sweep: Path, cost: Path, png: Path) -> Path:
     )
 
 
-def figure_headline(sweep: Path, best: Path, tutorial: Path, png: Path, fast: list[Path]) -> Path:
+def figure_headline(sweep: Path, best: Path, tutorial: Path, png: Path, measured: list[Path]) -> Path:
     """The three recipes' test accuracy against CPU training time, on one log-scaled axis.
 
-    ``fast`` are ``headline.json`` files trained on this CPU (measured). The best and tutorial
-    recipes did not fit a CPU session: their accuracy per epoch comes from the sweep (another
-    device) and their time from ``timing.json`` (CPU seconds per epoch measured here), so
-    their curves are drawn dotted.
+    ``measured`` are ``headline.json`` files of recipes trained on this CPU, drawn solid. A
+    recipe without one (the tutorial's does not fit a session) is drawn dotted: its
+    accuracy per epoch from the sweep (another device) at the CPU seconds per epoch of its
+    ``timing.json`` (measured here).
     """
     from reslab.experiments.plots import plot_accuracy_vs_time
 
     jobs = json.loads(sweep.read_text())["jobs"]
-    curves = {}
-    for path in fast:
+    curves, done = {}, set()
+    for path in measured:
         h = json.loads(path.read_text())
+        recipe = Path(h["config"]).stem.replace("fmnist_", "")
+        done.add(recipe)
         threads = h["resolved"].get("threads") or h["machine"]["cores"]
         for run in h["runs"]:
             recs = run["records"]
-            curves[f"fast (wrn16_2), seed {run['seed']}, {threads} thread(s): measured here"] = {
+            label = f"{recipe} ({h['resolved']['model']['name']}), seed {run['seed']}, {threads} thread(s): measured here"
+            curves[label] = {
                 "seconds": [r["train_seconds"] for r in recs],
                 "accuracy": [100 * r.get("test_acc_plain", r["test_acc"]) for r in recs],
             }
-    for label, job, timing in (("best (wrn28_2, 32 epochs)", "best_wrn28_2_e32", best),
-                               ("tutorial (resnet18 at 224 px, fp32)", "tutorial_e10", tutorial)):
+    for recipe, label, job, timing in (("best", "best (wrn28_2, 32 epochs)", "best_wrn28_2_e32", best),
+                                       ("tutorial_recipe", "tutorial (resnet18 at 224 px, fp32)", "tutorial_e10", tutorial)):
+        if recipe in done:
+            continue
         per_epoch = json.loads(timing.read_text())["epoch_seconds"]
         j = jobs[job]
         curve = j.get("curve") or [[j["epoch"], j["test_acc"], j["test_acc_tta"]]]
@@ -257,7 +262,7 @@ def main(argv=None) -> int:
                    help="instead: draw accuracy against CPU minutes")
     p.add_argument("--figure-headline", nargs="+", type=Path, metavar="PATH",
                    help="instead: draw the three recipes' accuracy against CPU time; paths: "
-                        "SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG FAST_HEADLINE [FAST_HEADLINE ...]")
+                        "SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG HEADLINE [HEADLINE ...] (recipes trained here)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cpu_cost:
@@ -268,7 +273,7 @@ def main(argv=None) -> int:
         return 0
     if a.figure_headline:
         if len(a.figure_headline) < 5:
-            p.error("--figure-headline needs SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG FAST_HEADLINE...")
+            p.error("--figure-headline needs SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG HEADLINE...")
         print(figure_headline(*a.figure_headline[:4], a.figure_headline[4:]))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)

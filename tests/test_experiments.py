@@ -239,7 +239,7 @@ def test_every_sweep_job_is_a_valid_recipe(monkeypatch):
         assert cfg.epochs >= 1, name
 
 
-def test_sweep_figures_from_the_committed_results(tmp_path):
+def test_sweep_figures_from_the_committed_results(tmp_path, monkeypatch):
     """The results page's figures redraw from docs/results/data/ and one CPU run's JSON."""
     from pathlib import Path
 
@@ -247,12 +247,28 @@ def test_sweep_figures_from_the_committed_results(tmp_path):
     data = Path(sweep.ROOT) / "docs" / "results" / "data"
     png = sweep.figure(data / "fmnist_sweep_h100.json", data / "fmnist_cpu_cost.json", tmp_path / "s.png")
     assert png.read_bytes()[:8] == PNG
-    fast = {"resolved": {"threads": 1}, "machine": {"cores": 2}, "runs": [{"seed": 0, "records": [
+    fast = {"config": "configs/fmnist_fast.yaml", "resolved": {"threads": 1, "model": {"name": "wrn16_2"}},
+            "machine": {"cores": 2}, "runs": [{"seed": 0, "records": [
         {"train_seconds": 100.0, "test_acc": 0.9, "test_acc_plain": 0.89},
         {"train_seconds": 200.0, "test_acc": 0.94, "test_acc_plain": 0.94}]}]}  # fmt: skip
     timing = {"epoch_seconds": 200.0}
     for name, obj in (("fast.json", fast), ("t.json", timing)):
         (tmp_path / name).write_text(json.dumps(obj))
-    png = sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "t.json", tmp_path / "t.json",
-                                tmp_path / "h.png", [tmp_path / "fast.json"])  # fmt: skip
-    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
+    best = dict(fast, config="configs/fmnist_best.yaml")
+    (tmp_path / "best.json").write_text(json.dumps(best))
+    drawn = []
+    original = plots.plot_accuracy_vs_time
+
+    def spy(curves, *args, **kwargs):
+        drawn.append(sorted(curves))
+        return original(curves, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_accuracy_vs_time", spy)
+    for measured in ([tmp_path / "fast.json"], [tmp_path / "fast.json", tmp_path / "best.json"]):
+        png = sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "t.json", tmp_path / "t.json",
+                                    tmp_path / "h.png", measured)  # fmt: skip
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
+    # a recipe trained here replaces its dotted GPU-accuracy x CPU-time estimate
+    assert any(c.startswith("best (wrn28_2, 32 epochs), GPU") for c in drawn[0])
+    assert not any(c.startswith("best (wrn28_2, 32 epochs), GPU") for c in drawn[1])
+    assert "best (wrn16_2), seed 0, 1 thread(s): measured here" in drawn[1]
