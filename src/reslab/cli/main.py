@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except TrainingInterrupted as e:  # a signal stopped a run after its checkpoint was saved
-        print(f"stopped: {e}", file=sys.stderr)
+    except TrainingInterrupted as e:  # the trainer saved a checkpoint and said where, once
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

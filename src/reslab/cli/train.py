@@ -91,11 +91,6 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from reslab.engine import fit
-    from reslab.engine.signals import TrainingInterrupted
 
-    cfg = build_config(args)
-    try:
-        fit(cfg, resume=bool(args.resume))
-    except TrainingInterrupted as e:
-        return e.exit_code  # the trainer has printed where the checkpoint is and how to resume
-    return 0
+    fit(build_config(args), resume=bool(args.resume))
+    return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py
