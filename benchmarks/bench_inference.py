@@ -13,6 +13,12 @@ Accuracy of the fast paths on a real validation set: the shipped Fashion-MNIST r
 (``reslab:resnet20_fashion_mnist``), int8 calibrated on 512 training images, top-1 of
 fp32 eager, bf16 optimised and int8 on the official 10,000-image test split.
 
+This VM's speed drifts by 2x over minutes, and not alike for every path (the fp32 and the
+AMX paths share the core with other tenants differently), so one process's ratios move
+with it. ``--repeats N`` (default 3) runs the resnet50 case again in N-1 fresh processes
+(``reslab bench --json``) spaced over the run; the goals are judged on the median ratio
+over the N processes, and each process's ratios are listed.
+
 Writes benchmarks/results/inference.json and the ``## Inference`` section of
 docs/benchmarks.md (table, command, machine). Goals on a 2-core AMX Xeon, resnet50:
 optimised >= 6x torchvision fp32 and >= 1.5x torchvision bf16+cl; int8 >= 1.3x reslab bf16
@@ -28,6 +34,8 @@ import argparse
 import json
 import os
 import re
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -99,15 +107,39 @@ def _row(result: dict, name: str) -> dict | None:
     return next((r for r in result.get("inference", []) if r["name"] == name), None)
 
 
-def goals(r50: dict, acc: dict | None) -> list[tuple[str, float | None, float, bool]]:
-    """(what, measured, goal, met) for each goal of the issue."""
+def ratios(r50: dict) -> dict[str, float | None]:
+    """The goal ratios of one resnet50 run."""
     fast, int8 = _row(r50, "reslab optimized"), _row(r50, "reslab int8")
+    return {
+        "vs_fp32": fast and fast["vs_fp32"],
+        "vs_bf16cl": fast and fast["vs_bf16cl"],
+        "int8_vs_bf16": int8 and fast and int8["images_per_s"] / fast["images_per_s"],
+    }
+
+
+def repeat_resnet50(iters: int, threads: int | None) -> dict:
+    """The resnet50 case in a fresh process (``reslab bench --json``)."""
+    cmd = [sys.executable, "-m", "reslab", "bench", "--model", "resnet50", "--batch-size", "32",
+           "--image-size", "224", "--mode", "inference", "--iters", str(iters), "--json"]  # fmt: skip
+    if threads:
+        cmd += ["--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def goals(per_process: list[dict], acc: dict | None) -> list[tuple[str, float | None, float, bool]]:
+    """(what, measured, goal, met) for each goal of the issue; ratios are medians over the
+    processes' ``ratios``."""
+
+    def median(key: str) -> float | None:
+        vals = [r[key] for r in per_process if r[key] is not None]
+        return statistics.median(vals) if vals else None
+
     out = [
-        ("reslab optimized / torchvision fp32 eager", fast and fast["vs_fp32"], GOALS["vs_fp32"]),
-        ("reslab optimized / torchvision bf16+cl eager", fast and fast["vs_bf16cl"], GOALS["vs_bf16cl"]),
-        ("reslab int8 / reslab optimized (bf16)",
-         int8 and fast and int8["images_per_s"] / fast["images_per_s"], GOALS["int8_vs_bf16"]),
-    ]  # fmt: skip
+        ("reslab optimized / torchvision fp32 eager", median("vs_fp32"), GOALS["vs_fp32"]),
+        ("reslab optimized / torchvision bf16+cl eager", median("vs_bf16cl"), GOALS["vs_bf16cl"]),
+        ("reslab int8 / reslab optimized (bf16)", median("int8_vs_bf16"), GOALS["int8_vs_bf16"]),
+    ]
     rows = [(w, m, g, m is not None and m >= g) for w, m, g in out]
     if acc:
         d = acc["int8_drop_points"]
@@ -174,8 +206,21 @@ def markdown(results: dict, command: str) -> str:
             f"(drop {acc['int8_drop_points']:.2f} points).",
             "",
         ]
+    runs = results.get("resnet50_processes", [])
+    if len(runs) > 1:
+        fmt = lambda key: ", ".join("n/a" if r[key] is None else f"{r[key]:.2f}x" for r in runs)  # noqa: E731
+        lines += [
+            f"**resnet50 in {len(runs)} processes** (the table above is the first; the others are "
+            "fresh `reslab bench --model resnet50 --batch-size 32 --mode inference --json` runs "
+            "during the same call). reslab optimized / torchvision fp32 eager: "
+            f"{fmt('vs_fp32')}; / torchvision bf16+cl eager: {fmt('vs_bf16cl')}; reslab int8 / "
+            f"reslab optimized: {fmt('int8_vs_bf16')}. The goals below use the medians.",
+            "",
+        ]
     lines += [
-        "**Goals** (issue 6, resnet50 at 224 px, batch 32):",
+        "**Goals** (issue 6, resnet50 at 224 px, batch 32"
+        + (f"; median of {len(runs)} processes" if len(runs) > 1 else "")
+        + "):",
         "",
         "| goal | measured | target | met |",
         "|---|---:|---:|---|",
@@ -226,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only rewrite the docs from the saved JSON"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="processes that run the resnet50 case (default 3)"
+    )
     args = parser.parse_args(argv)
 
     from reslab.export.bench import format_table, run_bench
@@ -256,13 +304,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(r), flush=True)
         results["cases"].append(r)
-    results["load_avg"].append(os.getloadavg()[0])
     first = results["cases"][0]
+    results["resnet50_processes"] = [ratios(first)]
+    for _ in range(0 if args.quick else args.repeats - 1):
+        again = repeat_resnet50(iters, args.threads)
+        results["resnet50_processes"].append(ratios(again))
+        print(f"fresh process: {json.dumps(results['resnet50_processes'][-1])}", flush=True)
+    results["load_avg"].append(os.getloadavg()[0])
     results["machine"] = {
         k: first.get(k) for k in ("cpu", "threads", "torch", "device", "bf16_native", "cpu_memory")
     }
     results["accuracy"] = None if args.no_accuracy else accuracy_case(1000 if args.quick else None)
-    results["goals"] = goals(first, results["accuracy"])
+    results["goals"] = goals(results["resnet50_processes"], results["accuracy"])
     print("\ngoals:")
     for what, measured, goal, met in results["goals"]:
         print(
@@ -274,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python benchmarks/bench_inference.py" + (
         f" --threads {args.threads}" if args.threads else ""
-    )
+    ) + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
     results["command"] = command
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

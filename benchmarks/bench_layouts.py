@@ -1,6 +1,7 @@
-"""What mixed memory layouts cost a channels_last backward pass on CPU, and what reslab's
-layout-keeping option-A shortcut and pooling (``ZeroPadShortcut``, ``GlobalAvgPool`` in
-``reslab/models/layers.py``) save.
+"""What memory layout means for a channels_last training step on CPU, and what reslab's
+layers built for it (``reslab/models/layers.py``) save: the layout-keeping option-A shortcut
+and pooling (``ZeroPadShortcut``, ``GlobalAvgPool``), and 1x1 convolutions that train as
+matrix products (``Conv1x1``).
 
 1. Per op: ReLU's backward (``threshold_backward``) and an add on a bf16 (128, 16, 28, 28)
    tensor (resnet20's first stage at batch 128), with both operands channels_last against
@@ -11,15 +12,18 @@ layout-keeping option-A shortcut and pooling (``ZeroPadShortcut``, ``GlobalAvgPo
    swapped for ``pad(x[:, :, ::2, ::2])`` and the pooling for ``nn.AdaptiveAvgPool2d(1)``.
    Interleaved rounds on the same batch; the ratio is the median over rounds of each
    round's ratio.
+3. The 1x1 convolutions of resnet50 (bf16, batch 32, channels_last): forward plus backward
+   (gradients of input and weight) as oneDNN convolutions against ``Conv1x1``'s matrix
+   products, summed over the distinct stride-1 shapes; then a whole resnet50 step of
+   reslab's model against the same model with every ``Conv1x1`` swapped for ``nn.Conv2d``.
 
-    python benchmarks/bench_layouts.py            # ~2 minutes on 2 cores
+    python benchmarks/bench_layouts.py            # ~5 minutes on 2 cores
     python benchmarks/bench_layouts.py --quick    # smoke run, writes nothing
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -29,24 +33,13 @@ from torch import nn
 
 from reslab import cpu_memory, create_model
 from reslab.engine.precision import set_cpu_threads
-from reslab.models.layers import ZeroPadShortcut
+from reslab.models.layers import Conv1x1, ZeroPadShortcut
 
-from common import PlainPadShortcut, write_json  # benchmarks/common.py
+from common import PlainPadShortcut, interleaved_training, median_time, write_json  # benchmarks/common.py
 
 CL = torch.channels_last
 PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"
 RESLAB = "reslab (ZeroPadShortcut, GlobalAvgPool)"
-
-
-def _time_op(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def per_op(reps: int) -> dict:
@@ -60,8 +53,8 @@ def per_op(reps: int) -> dict:
     }
     result = {}
     for name, fn in cases.items():
-        same = _time_op(lambda: fn(grad_cl), reps)
-        mixed = _time_op(lambda: fn(grad_contig), reps)
+        same = median_time(lambda: fn(grad_cl), reps)
+        mixed = median_time(lambda: fn(grad_contig), reps)
         result[name] = {"same_layout_us": round(same * 1e6, 1), "mixed_layout_us": round(mixed * 1e6, 1),
                         "slowdown": round(mixed / same, 2)}  # fmt: skip
     return result
@@ -81,33 +74,53 @@ def _model(plain_ops: bool) -> nn.Module:
 def per_step(steps: int, rounds: int) -> dict:
     x = torch.randn(128, 1, 28, 28).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (128,))
-    contenders = {}
-    for name, plain in ((PLAIN, True), (RESLAB, False)):
-        model = _model(plain)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+    return interleaved_training({RESLAB: _model(False), PLAIN: _model(True)}, x, y, steps, rounds)
 
-        def run(model=model, opt=opt, n=steps):
-            for _ in range(n):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
 
-        run(n=3)
-        contenders[name] = run
-    rates: dict[str, list[float]] = {n: [] for n in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            t = time.perf_counter()
-            run()
-            rates[name].append(steps * len(x) / (time.perf_counter() - t))
-    a, b = RESLAB, PLAIN
-    return {
-        "images_per_s": {n: round(statistics.median(v), 1) for n, v in rates.items()},
-        "ratio": round(statistics.median(p / q for p, q in zip(rates[a], rates[b])), 3),
-        "rounds": {n: [round(r, 1) for r in v] for n, v in rates.items()},
-    }
+def conv1x1_ops(reps: int, batch: int = 32) -> dict:
+    """Forward + backward of resnet50's distinct stride-1 1x1 convolutions, both ways."""
+    model = create_model("resnet50")
+    shapes, size = set(), {}
+
+    def note(mod, inp, _out):
+        size[mod] = inp[0].shape
+
+    hooks = [m.register_forward_hook(note) for m in model.modules() if isinstance(m, Conv1x1)]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    for mod, shape in size.items():
+        if mod.stride == (1, 1):
+            shapes.add((mod.in_channels, mod.out_channels, shape[2], shape[3]))
+    totals = {"conv2d_ms": 0.0, "conv1x1_ms": 0.0}
+    for cin, cout, h, w in sorted(shapes):
+        x = torch.randn(batch, cin, h, w).bfloat16().contiguous(memory_format=CL).requires_grad_()
+        conv = Conv1x1(cin, cout).bfloat16().to(memory_format=CL)
+        g = torch.randn(batch, cout, h, w).bfloat16().contiguous(memory_format=CL)
+        for key, fn in (("conv2d_ms", lambda: F.conv2d(x, conv.weight)), ("conv1x1_ms", lambda: conv(x))):
+            totals[key] += 1e3 * median_time(lambda fn=fn: torch.autograd.grad(fn(), (x, conv.weight), g), reps)
+    totals = {k: round(v, 1) for k, v in totals.items()}
+    totals["shapes"] = len(shapes)
+    totals["ratio"] = round(totals["conv2d_ms"] / totals["conv1x1_ms"], 3)
+    return totals
+
+
+def resnet50_step(steps: int, rounds: int, batch: int = 32, size: int = 224) -> dict:
+    torch.manual_seed(0)
+    ours = create_model("resnet50")
+    plain = create_model("resnet50")
+    plain.load_state_dict(ours.state_dict())
+    for parent in list(plain.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, Conv1x1):
+                conv = nn.Conv2d(child.in_channels, child.out_channels, 1, child.stride, bias=False)
+                conv.weight = child.weight
+                setattr(parent, name, conv)
+    models = {"reslab (Conv1x1)": ours.to(memory_format=CL).train(), "nn.Conv2d": plain.to(memory_format=CL).train()}
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=CL)
+    y = torch.randint(0, 1000, (batch,))
+    return interleaved_training(models, x, y, steps, rounds)
 
 
 def main(argv=None) -> int:
@@ -125,10 +138,18 @@ def main(argv=None) -> int:
     for name, v in step["images_per_s"].items():
         print(f"resnet20 bf16+cl step, {name:42} {v:8.1f} img/s")
     print(f"reslab / plain ops = {step['ratio']:.3f}x (median of per-round ratios)")
+    ops1 = conv1x1_ops(3 if args.quick else 20)
+    print(f"resnet50 1x1 convolutions ({ops1['shapes']} shapes), forward + backward: nn.Conv2d "
+          f"{ops1['conv2d_ms']} ms, Conv1x1 {ops1['conv1x1_ms']} ms, {ops1['ratio']:.2f}x")  # fmt: skip
+    step50 = resnet50_step(1, 2, batch=4, size=64) if args.quick else resnet50_step(2, 12)
+    for name, v in step50["images_per_s"].items():
+        print(f"resnet50 bf16+cl step, {name:20} {v:8.1f} img/s")
+    print(f"Conv1x1 / nn.Conv2d = {step50['ratio']:.3f}x (median of per-round ratios)")
     if args.quick:
         return 0
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
-              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "per_op": ops, "step": step}  # fmt: skip
+              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "per_op": ops, "step": step,
+              "conv1x1_ops": ops1, "resnet50_step": step50}  # fmt: skip
     write_json(args.out, record)
     return 0
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab import cpu_memory, create_model
+from reslab.models import fused
 from reslab.config import load_config
 from reslab.engine.distributed import DistInfo
 from reslab.engine.loggers import Loggers
@@ -146,6 +147,7 @@ class ReslabLoop:
         torch.manual_seed(0)
         model = create_model(case["name"], num_classes=case["classes"], in_chans=case["chans"]).to(device)
         self.precision = resolve_precision(device, "auto")
+        fused.enable_for(self.precision, log=print)  # as reslab train does
         if self.precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
         train_model = torch.compile(model) if compile_ else model

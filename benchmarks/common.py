@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
+from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,3 +33,53 @@ class PlainPadShortcut(nn.Module):
     def forward(self, x):
         pad = self.out_channels - x.shape[1]
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, pad // 2, pad - pad // 2))
+
+
+def median_time(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn``, after 3 untimed ones."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def interleaved_training(models: dict[str, nn.Module], x, y, steps: int, rounds: int,
+                         enter: dict[str, Callable[[], None]] | None = None) -> dict:  # fmt: skip
+    """bf16 autocast training steps of each model in interleaved rounds on one batch.
+
+    ``enter[name]``, if given, runs before each of that model's rounds (e.g. to switch a
+    kernel on or off). Returns images/s per model (median round), the median over rounds of
+    the first model's rate over the second's, and every round.
+    """
+    enter = enter or {}
+    contenders = {}
+    for name, model in models.items():
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+
+        def run(model=model, opt=opt, n=steps, name=name):
+            enter.get(name, lambda: None)()
+            for _ in range(n):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        run(n=3)
+        contenders[name] = run
+    rates: dict[str, list[float]] = {n: [] for n in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            t = time.perf_counter()
+            run()
+            rates[name].append(steps * len(x) / (time.perf_counter() - t))
+    a, b = list(models)
+    return {
+        "images_per_s": {n: round(statistics.median(v), 1) for n, v in rates.items()},
+        "ratio": round(statistics.median(p / q for p, q in zip(rates[a], rates[b])), 3),
+        "rounds": {n: [round(r, 1) for r in v] for n, v in rates.items()},
+    }

@@ -135,3 +135,15 @@ def test_layout_benchmark_runs_both_models():
     # benchmarks/bench_layouts.py --quick: the per-op and per-step comparisons run end to end
     out = _run_benchmark("bench_layouts.py", "--quick", "--threads", "1")
     assert "threshold_backward" in out and "plain ops (slice+pad" in out and "reslab (ZeroPadShortcut" in out
+
+
+@pytest.mark.slow
+def test_fused_kernel_benchmark_runs_both_paths():
+    # benchmarks/bench_fused.py --quick: the per-op and per-step comparisons run end to end
+    from reslab.models import fused
+
+    ok, why = fused.enable()
+    if not ok:
+        pytest.skip(why)
+    out = _run_benchmark("bench_fused.py", "--quick", "--threads", "1")
+    assert "bn_add_relu: ATen" in out and "fused / ATen =" in out and "resnet20@28 batch 16" in out

@@ -126,6 +126,21 @@ def test_sigterm_saves_checkpoint_and_exits_143(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_sigterm_in_a_finetune_names_the_finetune_resume_command_once(tmp_path: Path):
+    run_dir = tmp_path / "ft"
+    proc = _start(["--data", "digits", "--pretrained", "reslab:resnet20_fashion_mnist", "--out", str(run_dir),
+                   "--epochs", "20", "--batch-size", "32", "--device", "cpu", "threads=1",
+                   "checkpoint_every_steps=2", "data.check=false", "data.limit_train=384",
+                   "data.limit_val=96", "eval_test=false"], command=("finetune",))  # fmt: skip
+    _wait_for_line(proc, lambda s: s.startswith("checkpoint: epoch 1, batch 4/"))
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert out.count("received SIGTERM") == 1 and "Traceback" not in out
+    assert f"reslab finetune --resume {run_dir}" in out and "reslab train --resume" not in out
+
+
+@pytest.mark.slow
 def test_sigterm_in_an_experiment_exits_143_without_a_traceback(tmp_path: Path):
     # Every command that trains stops the same way: an experiment run under `timeout` (as
     # scripts/gpu_check.sh does) saves its checkpoint and says so, with no traceback.

@@ -22,6 +22,7 @@ import reslab
 from reslab.models import (
     BasicBlock,
     Bottleneck,
+    Conv1x1,
     DropPath,
     FrozenBatchNorm2d,
     GlobalAvgPool,
@@ -254,6 +255,67 @@ def test_global_avg_pool_matches_adaptive_pool_and_keeps_layout():
     F.adaptive_avg_pool2d(ref, 1).backward(g)
     torch.testing.assert_close(x.grad, ref.grad)
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def _aten_ops(fn) -> set[str]:
+    """The aten ops that running ``fn`` dispatches (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: set[str] = set()
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv1x1_trains_as_a_matrix_product_equal_to_the_convolution(dtype):
+    # On channels_last CPU tensors with gradients on, Conv1x1 runs F.linear on the NHWC view
+    # (oneDNN's 1x1 convolution backward is slower: benchmarks/bench_layouts.py). Output
+    # and both gradients must equal the convolution's and stay channels_last.
+    torch.manual_seed(0)
+    conv = Conv1x1(32, 48).to(dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 32, 7, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 48, 7, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    wb = conv.weight.detach().clone().requires_grad_()
+    out = {}
+
+    def ours():
+        out["y"] = conv(xa)
+        out["grads"] = torch.autograd.grad(out["y"], (xa, conv.weight), g)
+
+    ops = _aten_ops(ours)
+    assert "convolution" not in ops and "mm" in ops  # the matrix-product path ran
+    y_ref = F.conv2d(xb, wb)
+    grads_ref = torch.autograd.grad(y_ref, (xb, wb), g)
+    tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 5e-2}
+    torch.testing.assert_close(out["y"], y_ref, **tol)
+    for got, ref in zip(out["grads"], grads_ref):
+        torch.testing.assert_close(got, ref, **tol)
+    assert out["y"].is_contiguous(memory_format=torch.channels_last)
+    assert out["grads"][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv1x1_is_a_plain_convolution_outside_channels_last_training():
+    # Inference, tracing (export) and NCHW inputs run nn.Conv2d's own forward, and the
+    # parameters are nn.Conv2d's (torchvision/timm checkpoints load unchanged).
+    conv = Conv1x1(8, 4, stride=2)
+    assert isinstance(conv, nn.Conv2d) and set(conv.state_dict()) == {"weight"}
+    x = torch.randn(2, 8, 6, 6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    stride1 = Conv1x1(8, 4)
+    with torch.no_grad():
+        assert "convolution" in _aten_ops(lambda: stride1(cl))
+    assert "convolution" in _aten_ops(lambda: stride1(x.requires_grad_()))  # NCHW
+    assert "convolution" in _aten_ops(lambda: conv(cl.requires_grad_()))  # stride 2
+    traced = torch.jit.trace(stride1, cl)
+    assert "aten::_convolution" in str(traced.graph)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "wrn16_2", "resnet18", "resnet50"])

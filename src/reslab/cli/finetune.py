@@ -80,15 +80,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from reslab.engine.signals import TrainingInterrupted
     from reslab.finetune import finetune
 
     cfg = build_config(args)
-    try:
-        finetune(cfg, resume=bool(args.resume))
-    except TrainingInterrupted as e:
-        import sys
-
-        print(str(e).replace("reslab train --resume", "reslab finetune --resume"), file=sys.stderr)
-        return e.exit_code
-    return 0
+    finetune(cfg, resume=bool(args.resume))
+    return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py

@@ -256,9 +256,10 @@ class Trainer:
         signum = signals.received or 15
         name = StopSignals.name(signum)
         self.loggers.close("KILLED")
+        command = "finetune" if getattr(self.cfg, "finetune", None) is not None else "train"
         msg = (f"received {name} at epoch {epoch + 1}/{self.epochs}, batch {batch}/{self.batches}; "
                f"saved {self.run_dir / 'checkpoints' / 'last.pt'}. Resume with: "
-               f"reslab train --resume {self.run_dir}")  # fmt: skip
+               f"reslab {command} --resume {self.run_dir}")  # fmt: skip
         self.log(msg)
         raise TrainingInterrupted(signum, msg)
 

@@ -17,6 +17,7 @@ from torch import nn
 from .. import cpu_memory
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
+from ..models import fused as fused_bn
 from .callbacks import Callback, EarlyStopping
 from .checkpoint import load_checkpoint
 from .distributed import (
@@ -214,6 +215,9 @@ class _Setup:
         self.log(f"precision: {self.precision.describe()}; {where}{threads} CPU thread(s) per process")
         if device.type == "cpu":
             self.log(cpu_memory.describe())
+            fused = fused_bn.enable_for(self.precision, self.log)
+            if fused:
+                self.log(fused)
         self._warn_if_busy()
 
     def _warn_if_busy(self) -> None:

@@ -6,6 +6,9 @@ earlier layers through the shortcut unchanged, however small dF/dx becomes
 
 Every block takes ``residual=False`` to drop the shortcut: that turns a ResNet into the
 "plain" network of the paper's degradation experiment with no other change.
+
+``bn_act(bn, relu, x, shortcut)`` is ``relu(bn(x) + shortcut)``; in bf16 channels_last
+training on CPU it runs as one fused kernel (``fused.py``), everywhere else as these ops.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fused import bn_act
 from .layers import DropPath, NormFactory, conv1x1, conv3x3
 
 
@@ -50,12 +54,14 @@ class BasicBlock(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.residual:
-            shortcut = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + shortcut
-        return self.relu(out)
+        out = bn_act(self.bn1, self.relu, self.conv1(x))
+        out = self.conv2(out)
+        if not self.residual:
+            return bn_act(self.bn2, self.relu, out)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        if isinstance(self.drop_path, DropPath):
+            return self.relu(self.drop_path(self.bn2(out)) + shortcut)
+        return bn_act(self.bn2, self.relu, out, shortcut)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -98,13 +104,15 @@ class Bottleneck(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))  # (B, width, H, W)
-        out = self.relu(self.bn2(self.conv2(out)))  # (B, width, H/s, W/s)
-        out = self.bn3(self.conv3(out))  # (B, 4 * planes, H/s, W/s)
-        if self.residual:
-            shortcut = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + shortcut
-        return self.relu(out)
+        out = bn_act(self.bn1, self.relu, self.conv1(x))  # (B, width, H, W)
+        out = bn_act(self.bn2, self.relu, self.conv2(out))  # (B, width, H/s, W/s)
+        out = self.conv3(out)  # (B, 4 * planes, H/s, W/s)
+        if not self.residual:
+            return bn_act(self.bn3, self.relu, out)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        if isinstance(self.drop_path, DropPath):
+            return self.relu(self.drop_path(self.bn3(out)) + shortcut)
+        return bn_act(self.bn3, self.relu, out, shortcut)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -145,11 +153,11 @@ class PreActBasicBlock(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
+        pre = bn_act(self.bn1, self.relu, x)
         # The projection sees the pre-activated input (He et al. 2016, fig. 2e).
         shortcut = x if self.downsample is None else self.downsample(pre)
         out = self.conv1(pre)
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        out = self.conv2(self.dropout(bn_act(self.bn2, self.relu, out)))
         if not self.residual:
             return out
         return self.drop_path(out) + shortcut
@@ -190,11 +198,11 @@ class PreActBottleneck(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
+        pre = bn_act(self.bn1, self.relu, x)
         shortcut = x if self.downsample is None else self.downsample(pre)
         out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
+        out = self.conv2(bn_act(self.bn2, self.relu, out))
+        out = self.conv3(bn_act(self.bn3, self.relu, out))
         if not self.residual:
             return out
         return self.drop_path(out) + shortcut

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import BLOCKS
+from .fused import bn_act
 from .layers import FrozenBatchNorm2d, GlobalAvgPool, make_norm, make_shortcut
 
 STEMS = ("imagenet", "deep", "cifar")
@@ -180,7 +181,7 @@ class ResNet(nn.Module):
         return [getattr(self, n) for n in self.stage_names]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.maxpool(bn_act(self.bn1, self.relu, self.conv1(x)))
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Returns the output of every stage (C2..C5 for the ImageNet family)."""

@@ -1,0 +1,203 @@
+"""BatchNorm (+ residual add) + ReLU as one CPU kernel, for bf16 channels_last training.
+
+On a CPU, a ResNet's BatchNorms, ReLUs and residual adds are bound by memory bandwidth,
+not arithmetic: each reads and writes the whole activation, and in a bf16 step they take
+about 40% of the time (the convolutions run on AMX). ``bn_act`` does the three in two
+passes over the activation forward and two backward (``csrc/bn_act.cpp``; the formulas are
+there), in the blocks' ``BN -> [+ shortcut] -> ReLU`` places.
+
+It runs only where it is exact in meaning and faster: training mode, a plain
+``nn.BatchNorm2d`` with running statistics and affine parameters, bf16 input in
+channels_last memory on CPU, channel counts divisible by 16, a CPU with AVX512-BF16, and
+the kernel built. Everywhere else (eval, export, tracing, fp32, GPUs, SyncBatchNorm, frozen
+or fine-tuning BatchNorm variants) the same call runs the module's own ops. Results differ
+from ATen's only in rounding: the sum is rounded to bf16 once instead of after each op.
+
+The kernel is compiled with the machine's C++ compiler on first use (about 30 s, then
+cached by PyTorch in ``~/.cache/torch_extensions``). ``reslab train`` and
+``reslab finetune`` call ``enable()`` when they train in bf16 + channels_last on CPU;
+``RESLAB_FUSED_BN=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+_SOURCE = Path(__file__).parent / "csrc" / "bn_act.cpp"
+_lock = threading.Lock()
+_kernel = None  # the loaded extension once enable() succeeded
+_status: tuple[bool, str] | None = None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    try:  # the PyPI ninja puts its binary next to the package, not always on PATH
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass
+    flags = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
+    return cpp_extension.load(
+        name="reslab_bn_act_v1",
+        sources=[str(_SOURCE)],
+        extra_cflags=flags,
+        extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+
+
+def enable(log: Callable[[str], None] | None = None) -> tuple[bool, str]:
+    """Builds (first time on a machine) and loads the kernel, so ``bn_act`` uses it.
+
+    Returns ``(enabled, why)``; never raises: without a compiler or AVX512-BF16 the blocks
+    keep ATen's ops.
+    """
+    global _kernel, _status
+    with _lock:
+        if _status is not None:
+            return _status
+        if os.environ.get("RESLAB_FUSED_BN", "1") == "0":
+            _status = (False, "fused BatchNorm+ReLU off (RESLAB_FUSED_BN=0)")
+        elif "avx512_bf16" not in _cpu_flags():
+            _status = (False, "fused BatchNorm+ReLU needs AVX512-BF16; using ATen's ops")
+        elif not any(shutil.which(cc) for cc in ("c++", "g++")):
+            _status = (False, "fused BatchNorm+ReLU needs a C++ compiler (g++); using ATen's ops")
+        else:
+            try:
+                if log:
+                    log("loading reslab's fused BatchNorm+ReLU CPU kernel (the first time on a "
+                        "machine it is compiled: about 30 s)")  # fmt: skip
+                _kernel = _build()
+                _status = (True, "fused BatchNorm+ReLU kernel on")
+            except Exception as e:  # compiler or ninja missing or failing: keep ATen's ops
+                reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                _status = (False, f"fused BatchNorm+ReLU kernel could not be built ({reason}); using ATen's ops")
+        return _status
+
+
+def enable_for(precision, log: Callable[[str], None] | None = None) -> str | None:
+    """``enable()`` when ``precision`` (``reslab.engine.precision.Precision``) is bf16 +
+    channels_last on CPU, the case the kernel serves. Returns what happened, or ``None``."""
+    if precision.device.type != "cpu" or precision.dtype != torch.bfloat16 or not precision.channels_last:
+        return None
+    return enable(log)[1]
+
+
+def disable() -> None:
+    """Back to ATen's ops (``enable()`` loads the kernel again)."""
+    global _kernel, _status
+    with _lock:
+        _kernel, _status = None, None
+
+
+def is_enabled() -> bool:
+    return _kernel is not None
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) tensor as the (N*H*W, C) matrix it is in memory."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _nchw(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = like.shape
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class _BNAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, relu: bool, eps: float):
+        y, mean, invstd, var = _kernel.forward(
+            _rows(x), weight, bias, None if residual is None else _rows(residual), eps, relu
+        )
+        y = _nchw(y, x)
+        ctx.save_for_backward(x, y, weight, mean, invstd)
+        ctx.relu, ctx.has_residual = relu, residual is not None
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, y, weight, mean, invstd = ctx.saved_tensors
+        want_dx = ctx.needs_input_grad[0]
+        want_dres = ctx.has_residual and ctx.needs_input_grad[3]
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        dx, dres, dw, db = _kernel.backward(
+            _rows(dy), _rows(x), _rows(y), weight, mean, invstd, ctx.relu, want_dx, want_dres
+        )
+        return (
+            _nchw(dx, x) if want_dx else None,
+            dw if ctx.needs_input_grad[1] else None,
+            db if ctx.needs_input_grad[2] else None,
+            _nchw(dres, x) if want_dres else None,
+            None,
+            None,
+        )
+
+
+def _eligible(bn: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    if _kernel is None or not bn.training or type(bn) is not nn.BatchNorm2d:
+        return False
+    if not (bn.affine and bn.track_running_stats and type(act) is nn.ReLU):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if torch.fx._symbolic_trace.is_fx_tracing() or not torch.is_grad_enabled():
+        return False
+    ok = (
+        x.device.type == "cpu"
+        and x.dtype == torch.bfloat16
+        and x.dim() == 4
+        and x.shape[1] % 16 == 0
+        and x.shape[0] * x.shape[2] * x.shape[3] > 1
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and bn.weight.dtype == torch.float32
+    )
+    if ok and residual is not None:
+        ok = (
+            residual.shape == x.shape
+            and residual.dtype == x.dtype
+            and residual.is_contiguous(memory_format=torch.channels_last)
+        )
+    return ok
+
+
+def bn_act(bn: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(bn(x) + residual)`` (``residual`` optional), fused on CPU when it can be.
+
+    Args:
+        bn: the block's norm layer; its running statistics are updated as ATen's would be.
+        act: the activation module (fused only when it is ``nn.ReLU``).
+        x: (B, C, H, W) conv output.
+        residual: the shortcut, same shape, or ``None``.
+    """
+    if not _eligible(bn, act, x, residual):
+        out = bn(x)
+        return act(out if residual is None else out + residual)
+    y, mean, var = _BNAct.apply(x, bn.weight, bn.bias, residual, True, bn.eps)
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        count = x.numel() // x.shape[1]
+        bn.running_mean.lerp_(mean, m)
+        bn.running_var.lerp_(var * (count / max(count - 1, 1)), m)
+    return y
