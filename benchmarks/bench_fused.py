@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +23,7 @@ from reslab import cpu_memory, create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models import fused
 
-from common import interleaved_training, median_time, write_json  # benchmarks/common.py
+from common import interleaved_training, median_time, parse_args, write_json  # benchmarks/common.py
 
 CL = torch.channels_last
 SHAPES = {  # name: (N, C, H, W)
@@ -94,11 +92,7 @@ def per_step(kernel: _Kernel, cases: list, steps: int, rounds: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "fused.json"))
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, "fused.json", argv)
     threads = set_cpu_threads(args.threads)
     ok, why = fused.enable(log=print)
     print(why)

@@ -23,9 +23,7 @@ matrix products (``Conv1x1``).
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +33,7 @@ from reslab import cpu_memory, create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models.layers import Conv1x1, ZeroPadShortcut
 
-from common import PlainPadShortcut, interleaved_training, median_time, write_json  # benchmarks/common.py
+from common import PlainPadShortcut, interleaved_training, median_time, parse_args, write_json  # benchmarks/common.py
 
 CL = torch.channels_last
 PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"
@@ -124,11 +122,7 @@ def resnet50_step(steps: int, rounds: int, batch: int = 32, size: int = 224) -> 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "layouts.json"))
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, "layouts.json", argv)
     threads = set_cpu_threads(args.threads)
     ops = per_op(5 if args.quick else 50)
     for name, r in ops.items():

@@ -32,18 +32,12 @@ from reslab.data import load_dataset, make_loader
 from reslab.data.synthetic import make_image_folder
 from reslab.engine.precision import resolve_device, resolve_precision, set_cpu_threads
 
-from common import write_json  # benchmarks/common.py
+from common import call_times, write_json  # benchmarks/common.py
 
 
 def rate_of(fn, n_images: int, repeats: int) -> float:
     """Best-of-``repeats`` images/s of ``fn()`` processing ``n_images`` (first call warms up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return n_images / min(times)
+    return n_images / min(call_times(fn, repeats, warmup=1))
 
 
 def delivery(loader, batches: int) -> tuple[callable, int]:

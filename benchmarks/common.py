@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -11,6 +12,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def parse_args(doc: str, result: str, argv=None) -> argparse.Namespace:
+    """The options every comparison script takes: ``--quick`` (smoke run, writes nothing),
+    ``--threads`` and ``--out`` (default ``benchmarks/results/<result>``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes; prints, writes nothing")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / result))
+    return p.parse_args(argv)
 
 
 def write_json(out: str | Path, record: dict) -> None:
@@ -35,16 +46,21 @@ class PlainPadShortcut(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, pad // 2, pad - pad // 2))
 
 
-def median_time(fn: Callable[[], object], reps: int) -> float:
-    """Median seconds of ``reps`` calls of ``fn``, after 3 untimed ones."""
-    for _ in range(3):
+def call_times(fn: Callable[[], object], reps: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn``, after 3 untimed ones."""
+    return statistics.median(call_times(fn, reps))
 
 
 def interleaved_training(models: dict[str, nn.Module], x, y, steps: int, rounds: int,

@@ -225,11 +225,11 @@ def test_enable_says_why_it_is_off(monkeypatch):
         monkeypatch.setattr(fused.shutil, "which", lambda _cc: "/usr/bin/g++")
 
         def broken():
-            raise RuntimeError("Error building extension 'reslab_bn_act_v1'")
+            raise RuntimeError("Error building extension 'reslab_bn_act'")
 
         monkeypatch.setattr(fused, "_build", broken)
         ok, why = fused.enable()
-        assert not ok and "could not be built" in why and "reslab_bn_act_v1" in why
+        assert not ok and "could not be built" in why and "reslab_bn_act" in why
         assert not fused.is_enabled()
         bn, x = _bn(16), torch.randn(2, 16, 4, 4).bfloat16().contiguous(memory_format=CL)
         torch.testing.assert_close(fused.bn_act(bn, nn.ReLU(), x), F.relu(_bn(16)(x)))

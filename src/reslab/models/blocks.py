@@ -20,6 +20,20 @@ from .fused import bn_act
 from .layers import DropPath, NormFactory, conv1x1, conv3x3
 
 
+def _merge(block: nn.Module, bn: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The end of a post-activation block: ``relu(bn(out) + shortcut(x))``.
+
+    No shortcut when ``block.residual`` is False (the plain twin); with stochastic depth
+    the branch is dropped before the addition.
+    """
+    if not block.residual:
+        return bn_act(bn, block.relu, out)
+    shortcut = x if block.downsample is None else block.downsample(x)
+    if isinstance(block.drop_path, DropPath):
+        return block.relu(block.drop_path(bn(out)) + shortcut)
+    return bn_act(bn, block.relu, out, shortcut)
+
+
 class BasicBlock(nn.Module):
     """3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus the shortcut, then ReLU.
 
@@ -55,13 +69,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = bn_act(self.bn1, self.relu, self.conv1(x))
-        out = self.conv2(out)
-        if not self.residual:
-            return bn_act(self.bn2, self.relu, out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        if isinstance(self.drop_path, DropPath):
-            return self.relu(self.drop_path(self.bn2(out)) + shortcut)
-        return bn_act(self.bn2, self.relu, out, shortcut)
+        return _merge(self, self.bn2, self.conv2(out), x)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -106,13 +114,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = bn_act(self.bn1, self.relu, self.conv1(x))  # (B, width, H, W)
         out = bn_act(self.bn2, self.relu, self.conv2(out))  # (B, width, H/s, W/s)
-        out = self.conv3(out)  # (B, 4 * planes, H/s, W/s)
-        if not self.residual:
-            return bn_act(self.bn3, self.relu, out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        if isinstance(self.drop_path, DropPath):
-            return self.relu(self.drop_path(self.bn3(out)) + shortcut)
-        return bn_act(self.bn3, self.relu, out, shortcut)
+        return _merge(self, self.bn3, self.conv3(out), x)  # (B, 4 * planes, H/s, W/s)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)

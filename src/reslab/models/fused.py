@@ -21,6 +21,7 @@ cached by PyTorch in ``~/.cache/torch_extensions``). ``reslab train`` and
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -47,17 +48,25 @@ def _cpu_flags() -> set[str]:
 
 
 def _build():
-    from torch.utils import cpp_extension
+    # Importing cpp_extension warns "No CUDA runtime is found" on CPU-only machines.
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        log.setLevel(level)
 
-    try:  # the PyPI ninja puts its binary next to the package, not always on PATH
-        import ninja
+    if shutil.which("ninja") is None:  # the PyPI ninja's binary sits in the venv's bin/
+        try:
+            import ninja
 
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    except ImportError:
-        pass
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
     flags = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
     return cpp_extension.load(
-        name="reslab_bn_act_v1",
+        name="reslab_bn_act",
         sources=[str(_SOURCE)],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
@@ -161,7 +170,7 @@ def _eligible(bn: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Te
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
-    if torch.fx._symbolic_trace.is_fx_tracing() or not torch.is_grad_enabled():
+    if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or not torch.is_grad_enabled():
         return False
     ok = (
         x.device.type == "cpu"

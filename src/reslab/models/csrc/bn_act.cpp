@@ -22,8 +22,11 @@
 
 namespace {
 
-constexpr int64_t kGrain = 2048;  // rows per parallel task
-constexpr int64_t kBlock = 512;   // rows summed in fp32 before moving to double
+constexpr int64_t kBlock = 512;  // rows summed in fp32 before moving to double
+
+// Rows per parallel task: about 128k elements, so that wide, short tensors (2048 channels
+// at 7x7) are split between threads too.
+inline int64_t grain(int64_t C) { return std::max<int64_t>(16, (int64_t{1} << 17) / C); }
 
 inline __m512 load16(const at::BFloat16* p) {
   const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -41,7 +44,7 @@ void channel_sums(int64_t M, int64_t C, std::vector<double>& sa, std::vector<dou
   const int64_t nb = C / 16;
   const int threads = at::get_num_threads();
   std::vector<double> pa(threads * C, 0.0), pb(threads * C, 0.0);
-  at::parallel_for(0, M, kGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, M, grain(C), [&](int64_t begin, int64_t end) {
     const int tid = at::get_thread_num();
     std::vector<__m512> a(nb), b(nb);
     alignas(64) float tmp[16];
@@ -103,7 +106,7 @@ std::vector<at::Tensor> bn_act_forward(const at::Tensor& x, const at::Tensor& we
   at::Tensor y = at::empty_like(x);
   at::BFloat16* yp = y.data_ptr<at::BFloat16>();
   const at::BFloat16* rp = residual.has_value() ? residual->data_ptr<at::BFloat16>() : nullptr;
-  at::parallel_for(0, M, kGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, M, grain(C), [&](int64_t begin, int64_t end) {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t m = begin; m < end; ++m) {
       for (int64_t k = 0; k < nb; ++k) {
@@ -170,7 +173,7 @@ std::vector<at::Tensor> bn_act_backward(const at::Tensor& dy, const at::Tensor& 
   if (want_dx) {
     dx = at::empty_like(x);
     at::BFloat16* dxp = dx.data_ptr<at::BFloat16>();
-    at::parallel_for(0, M, kGrain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, M, grain(C), [&](int64_t begin, int64_t end) {
       for (int64_t m = begin; m < end; ++m) {
         for (int64_t k = 0; k < nb; ++k) {
           const int64_t off = m * C + 16 * k;
