@@ -235,3 +235,18 @@ def test_enable_says_why_it_is_off(monkeypatch):
         torch.testing.assert_close(fused.bn_act(bn, nn.ReLU(), x), F.relu(_bn(16)(x)))
     finally:
         fused._kernel, fused._status = saved
+
+
+def test_the_kernel_refuses_what_it_cannot_read(kernel):
+    # bn_act only hands it contiguous bf16 (M, C) rows and fp32 per-channel vectors; called
+    # directly with anything else, it says so instead of reading the wrong memory.
+    x = torch.randn(8, 32).bfloat16()
+    w, b = torch.ones(32), torch.zeros(32)
+    with pytest.raises(RuntimeError, match="contiguous bf16"):
+        kernel.forward(x.t().contiguous().t(), w, b, None, 1e-5, True)
+    with pytest.raises(RuntimeError, match="C % 16"):
+        kernel.forward(torch.randn(8, 24).bfloat16(), torch.ones(24), torch.zeros(24), None, 1e-5, True)
+    with pytest.raises(RuntimeError, match="one value per channel"):
+        kernel.forward(x, torch.ones(16), b, None, 1e-5, True)
+    with pytest.raises(RuntimeError, match="differ in shape"):
+        kernel.forward(x, w, b, torch.randn(4, 32).bfloat16(), 1e-5, True)

@@ -69,6 +69,16 @@ void channel_sums(int64_t M, int64_t C, std::vector<double>& sa, std::vector<dou
     }
 }
 
+void check_rows(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.is_contiguous() && t.scalar_type() == at::kBFloat16 && t.size(1) % 16 == 0,
+              "bn_act: ", name, " must be a contiguous bf16 (M, C) matrix with C % 16 == 0");
+}
+
+void check_vec(const at::Tensor& t, int64_t C, const char* name) {
+  TORCH_CHECK(t.dim() == 1 && t.numel() == C && t.is_contiguous() && t.scalar_type() == at::kFloat,
+              "bn_act: ", name, " must be a contiguous fp32 vector of one value per channel");
+}
+
 }  // namespace
 
 // x, residual: (M, C) bf16 contiguous; weight, bias: (C,) fp32.
@@ -77,7 +87,14 @@ std::vector<at::Tensor> bn_act_forward(const at::Tensor& x, const at::Tensor& we
                                        const at::Tensor& bias,
                                        const c10::optional<at::Tensor>& residual, double eps,
                                        bool relu) {
+  check_rows(x, "x");
+  if (residual.has_value()) {
+    check_rows(*residual, "residual");
+    TORCH_CHECK(residual->sizes() == x.sizes(), "bn_act: residual and x differ in shape");
+  }
   const int64_t C = x.size(1), M = x.size(0), nb = C / 16;
+  check_vec(weight, C, "weight");
+  check_vec(bias, C, "bias");
   const at::BFloat16* xp = x.data_ptr<at::BFloat16>();
   std::vector<double> s, q;
   channel_sums(M, C, s, q, [&](int64_t m, __m512* a, __m512* b) {
@@ -129,7 +146,14 @@ std::vector<at::Tensor> bn_act_backward(const at::Tensor& dy, const at::Tensor& 
                                         const at::Tensor& y, const at::Tensor& weight,
                                         const at::Tensor& mean, const at::Tensor& invstd,
                                         bool relu, bool want_dx, bool want_dres) {
+  check_rows(dy, "dy");
+  check_rows(x, "x");
+  check_rows(y, "y");
+  TORCH_CHECK(dy.sizes() == x.sizes() && y.sizes() == x.sizes(), "bn_act: dy, x and y differ in shape");
   const int64_t C = x.size(1), M = x.size(0), nb = C / 16;
+  check_vec(weight, C, "weight");
+  check_vec(mean, C, "mean");
+  check_vec(invstd, C, "invstd");
   const at::BFloat16* dyp = dy.data_ptr<at::BFloat16>();
   const at::BFloat16* xp = x.data_ptr<at::BFloat16>();
   const at::BFloat16* yp = y.data_ptr<at::BFloat16>();
