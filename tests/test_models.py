@@ -316,6 +316,22 @@ def test_conv1x1_is_a_plain_convolution_outside_channels_last_training():
     assert "convolution" in _aten_ops(lambda: conv(cl.requires_grad_()))  # stride 2
     traced = torch.jit.trace(stride1, cl)
     assert "aten::_convolution" in str(traced.graph)
+    stride1.eval()
+    assert "convolution" in _aten_ops(lambda: stride1(cl.requires_grad_()))  # eval mode
+
+
+def test_fx_tracing_a_bottleneck_net_with_gradients_on_sees_plain_ops():
+    # FX symbolic tracing (export, int8 preparation) runs forward on proxies: every layer
+    # that chooses a faster training path must keep its plain ops there, even with
+    # gradients enabled and in train mode.
+    model = create_model("resnet50", num_classes=3).to(memory_format=torch.channels_last)
+    gm = torch.fx.symbolic_trace(model)
+    called = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+    assert not any("linear" in c for c in called)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(gm.eval()(x), model(x))
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "wrn16_2", "resnet18", "resnet50"])

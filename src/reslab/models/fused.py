@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .layers import _tracing
+
 _SOURCE = Path(__file__).parent / "csrc" / "bn_act.cpp"
 _lock = threading.Lock()
 _kernel = None  # the loaded extension once enable() succeeded
@@ -168,9 +170,7 @@ def _eligible(bn: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Te
         return False
     if not (bn.affine and bn.track_running_stats and type(act) is nn.ReLU):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False
-    if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or not torch.is_grad_enabled():
+    if _tracing() or torch.compiler.is_compiling() or not torch.is_grad_enabled():
         return False
     ok = (
         x.device.type == "cpu"

@@ -75,10 +75,15 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def _tracing() -> bool:
+    """TorchScript or FX symbolic tracing (export), where only plain ops may appear."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
 def _needs_grad_fn(x: torch.Tensor) -> bool:
     """Whether a layout-keeping autograd Function should run: training with a gradient to
-    keep; inference, TorchScript tracing and export see the plain ops."""
-    return torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
+    keep; inference, tracing and export see the plain ops."""
+    return torch.is_grad_enabled() and not _tracing() and x.requires_grad
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -173,10 +178,10 @@ class Conv1x1(nn.Conv2d):
     In NHWC memory a stride-1 1x1 convolution is exactly ``X @ W.T`` with X the
     (N*H*W, C_in) matrix the tensor already is: no copy. oneDNN's convolution backward is
     slower than its matrix products for this shape: over the 1x1 convolutions of resnet50
-    (bf16, batch 32, 2 cores) forward plus backward took 1.20x as long as convolutions, and
-    a whole resnet50 training step ran 1.03x faster (``benchmarks/bench_layouts.py``).
-    Parameters and ``state_dict`` are ``nn.Conv2d``'s; inference, tracing, export, NCHW
-    inputs and GPUs run the convolution.
+    (bf16, batch 32, 2 cores) forward plus backward took 1.20x longer as convolutions than
+    as matrix products, and a whole resnet50 training step ran 1.03x faster
+    (``benchmarks/bench_layouts.py``). Parameters and ``state_dict`` are ``nn.Conv2d``'s;
+    eval mode, tracing, export, NCHW inputs and GPUs run the convolution.
     """
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
@@ -184,11 +189,11 @@ class Conv1x1(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
-            self.stride == (1, 1)
-            and x.device.type == "cpu"
+            self.training
+            and self.stride == (1, 1)
             and torch.is_grad_enabled()
-            and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting()
+            and not _tracing()
+            and x.device.type == "cpu"
             and _layout(x) == torch.channels_last
         ):
             out = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
