@@ -8,7 +8,7 @@
    over rounds of each round's ratio. resnet20 and wrn16_2 at 28 px (batch 128), resnet50
    at 224 px (batch 32).
 
-    python benchmarks/bench_fused.py            # ~5 minutes on 2 cores
+    python benchmarks/bench_fused.py            # ~2-3 minutes on 2 cores
     python benchmarks/bench_fused.py --quick    # smoke run, writes nothing
 """
 

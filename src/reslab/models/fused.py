@@ -2,7 +2,7 @@
 
 On a CPU, a ResNet's BatchNorms, ReLUs and residual adds are bound by memory bandwidth,
 not arithmetic: each reads and writes the whole activation, and in a bf16 step they take
-about 40% of the time (the convolutions run on AMX). ``bn_act`` does the three in two
+a large share of the time (the convolutions run on AMX). ``bn_act`` does the three in two
 passes over the activation forward and two backward (``csrc/bn_act.cpp``; the formulas are
 there), in the blocks' ``BN -> [+ shortcut] -> ReLU`` places.
 
