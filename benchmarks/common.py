@@ -63,6 +63,16 @@ def median_time(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(call_times(fn, reps))
 
 
+def bf16_steps(model: nn.Module, opt: torch.optim.Optimizer, x, y, n: int) -> None:
+    """``n`` training steps of ``model`` on one batch under bf16 autocast (CPU)."""
+    for _ in range(n):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def interleaved_training(models: dict[str, nn.Module], x, y, steps: int, rounds: int,
                          enter: dict[str, Callable[[], None]] | None = None) -> dict:  # fmt: skip
     """bf16 autocast training steps of each model in interleaved rounds on one batch.
@@ -78,12 +88,7 @@ def interleaved_training(models: dict[str, nn.Module], x, y, steps: int, rounds:
 
         def run(model=model, opt=opt, n=steps, name=name):
             enter.get(name, lambda: None)()
-            for _ in range(n):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            bf16_steps(model, opt, x, y, n)
 
         run(n=3)
         contenders[name] = run

@@ -1,6 +1,6 @@
 """Runs every benchmark in turn (`make bench`); each writes benchmarks/results/<name>.json.
 
-    python benchmarks/run_all.py            # full runs (about 45 minutes on 2 CPU cores)
+    python benchmarks/run_all.py            # full runs (about 50 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke runs, to check the scripts work
 
 Run it on a quiet machine: the figures in docs/benchmarks.md are ratios against peers
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_train.py", "bench_inference.py", "bench_loader.py", "bench_cpu_memory.py", "bench_layouts.py")
+SCRIPTS = ("bench_train.py", "bench_inference.py", "bench_loader.py", "bench_cpu_memory.py", "bench_layouts.py",
+           "bench_fused.py", "bench_progressive.py")
 
 
 def main(argv: list[str]) -> int:

@@ -205,30 +205,46 @@ def figure(sweep: Path, cost: Path, png: Path) -> Path:
     )
 
 
-def figure_headline(sweep: Path, best: Path, tutorial: Path, png: Path, measured: list[Path]) -> Path:
+def _measured_curve(spec: str) -> tuple[str, str, dict]:
+    """``PATH[+PATH...]`` or ``LABEL=PATH[+PATH...]`` of ``headline.json`` files -> (recipe,
+    label, curve): the mean over every seed in them of the test accuracy (without TTA) and
+    of the cumulative training seconds, epoch by epoch."""
+    name, _, paths = spec.rpartition("=")
+    heads = [json.loads(Path(p).read_text()) for p in paths.split("+")]
+    runs = [run for h in heads for run in h["runs"]]
+    h = heads[0]
+    recipe = Path(h["config"]).stem.replace("fmnist_", "")
+    threads = h["resolved"].get("threads") or h["machine"]["cores"]
+    seeds = sorted(run["seed"] for run in runs)
+    who = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
+    label = f"{name or recipe + ' (' + h['resolved']['model']['name'] + ')'}, {who}, {threads} thread(s): measured here"
+    n = min(len(run["records"]) for run in runs)
+
+    def mean(key):
+        return [sum(key(run["records"][i]) for run in runs) / len(runs) for i in range(n)]
+
+    curve = {"seconds": mean(lambda r: r["train_seconds"]),
+             "accuracy": mean(lambda r: 100 * r.get("test_acc_plain", r["test_acc"]))}  # fmt: skip
+    return recipe, label, curve
+
+
+def figure_headline(sweep: Path, best: Path, tutorial: Path, png: Path, measured: list) -> Path:
     """The three recipes' test accuracy against CPU training time, on one log-scaled axis.
 
-    ``measured`` are ``headline.json`` files of recipes trained on this CPU, drawn solid. A
-    recipe without one (the tutorial's does not fit a session) is drawn dotted: its
-    accuracy per epoch from the sweep (another device) at the CPU seconds per epoch of its
-    ``timing.json`` (measured here).
+    ``measured`` are recipes trained on this CPU, drawn solid, each ``PATH[+PATH...]`` or
+    ``LABEL=PATH[+PATH...]`` of ``headline.json`` files: one line per entry, the mean over
+    its seeds. A recipe without one (the tutorial's does not fit a session) is drawn
+    dotted: its accuracy per epoch from the sweep (another device) at the CPU seconds per
+    epoch of its ``timing.json`` (measured here).
     """
     from reslab.experiments.plots import plot_accuracy_vs_time
 
     jobs = json.loads(sweep.read_text())["jobs"]
     curves, done = {}, set()
-    for path in measured:
-        h = json.loads(path.read_text())
-        recipe = Path(h["config"]).stem.replace("fmnist_", "")
+    for spec in measured:
+        recipe, label, curve = _measured_curve(str(spec))
         done.add(recipe)
-        threads = h["resolved"].get("threads") or h["machine"]["cores"]
-        for run in h["runs"]:
-            recs = run["records"]
-            label = f"{recipe} ({h['resolved']['model']['name']}), seed {run['seed']}, {threads} thread(s): measured here"
-            curves[label] = {
-                "seconds": [r["train_seconds"] for r in recs],
-                "accuracy": [100 * r.get("test_acc_plain", r["test_acc"]) for r in recs],
-            }
+        curves[label] = curve
     for recipe, label, job, timing in (("best", "best (wrn28_2, 32 epochs)", "best_wrn28_2_e32", best),
                                        ("tutorial_recipe", "tutorial (resnet18 at 224 px, fp32)", "tutorial_e10", tutorial)):
         if recipe in done:
@@ -260,9 +276,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="--cpu-cost: interleaved rounds")
     p.add_argument("--figure", nargs=3, type=Path, metavar=("SWEEP_JSON", "COST_JSON", "PNG"),
                    help="instead: draw accuracy against CPU minutes")
-    p.add_argument("--figure-headline", nargs="+", type=Path, metavar="PATH",
+    p.add_argument("--figure-headline", nargs="+", metavar="PATH",
                    help="instead: draw the three recipes' accuracy against CPU time; paths: "
-                        "SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG HEADLINE [HEADLINE ...] (recipes trained here)")
+                        "SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG, then one [LABEL=]HEADLINE[+HEADLINE...] "
+                        "per line of recipes trained here (the mean over their seeds)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cpu_cost:
@@ -274,7 +291,7 @@ def main(argv=None) -> int:
     if a.figure_headline:
         if len(a.figure_headline) < 5:
             p.error("--figure-headline needs SWEEP_JSON BEST_TIMING TUTORIAL_TIMING PNG HEADLINE...")
-        print(figure_headline(*a.figure_headline[:4], a.figure_headline[4:]))
+        print(figure_headline(*map(Path, a.figure_headline[:4]), a.figure_headline[4:]))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     if a.one:

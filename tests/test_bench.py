@@ -147,3 +147,11 @@ def test_fused_kernel_benchmark_runs_both_paths():
         pytest.skip(why)
     out = _run_benchmark("bench_fused.py", "--quick", "--threads", "1")
     assert "bn_add_relu: ATen" in out and "fused / ATen =" in out and "resnet20@28 batch 16" in out
+
+
+@pytest.mark.slow
+def test_progressive_resize_benchmark_costs_a_schedule():
+    # benchmarks/bench_progressive.py --quick: per-size costs and a schedule's cost end to end
+    out = _run_benchmark("bench_progressive.py", "--quick", "--threads", "1")
+    assert "resnet20 (quick), batch 16: 16 px" in out and "24 px" in out and "28 px" in out
+    assert "4 epochs of 16 px (epoch 1), 24 px (epoch 2), 28 px (epochs 3-4):" in out and "full-size epochs" in out

@@ -73,6 +73,12 @@ def test_cross_key_checks_explain_themselves():
         load_config(None, ["optim.lr"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("no/such/recipe.yaml")
+    with pytest.raises(ConfigError, match="end_epoch=10 leaves no epoch at full size.*use at most 9"):
+        load_config(None, ["epochs=10", "data.progressive_resize.end_epoch=10"])
+    with pytest.raises(ConfigError, match="end_epoch=2 must come after start_epoch=3"):
+        load_config(None, ["data.progressive_resize.start_epoch=3", "data.progressive_resize.end_epoch=2"])
+    with pytest.raises(ConfigError, match="data.progressive_resize.end_epoch"):
+        load_config(None, ["data.progressive_resize.min_size=12"])  # no default for the ramp's end
     assert parse_overrides(["a.b=1", "c=[1, 2]", "d=x,y"]) == {"a.b": 1, "c": [1, 2], "d": "x,y"}
 
 

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 from reslab.data import class_weights, eval_transform, load_dataset, make_loader, mixup_cutmix
 from reslab.data import batch_ops
 from reslab.data.bundle import Split
+from reslab.data.loaders import describe_sizes, progressive_sizes
 from reslab.data.sampling import epoch_indices, generator
 from reslab.data.synthetic import make_image_folder, make_nasty_folder
 from reslab.data.transforms import make_preprocess
@@ -241,3 +242,43 @@ def test_v2_policy_names_are_torchvision_classes():
 
     assert isinstance(policy_transform("trivial"), v2.TrivialAugmentWide)
     assert isinstance(policy_transform("randaugment"), v2.RandAugment)
+
+
+def test_progressive_sizes_ramp_from_min_to_full():
+    # FFCV's ramp: min_size until start_epoch, linear, rounded to the step, full from end_epoch
+    assert progressive_sizes(28, 12, 16, 0, 8) == [16, 16, 20, 20, 24, 24, 24, 28, 28, 28, 28, 28]
+    assert progressive_sizes(32, 6, 16, 2, 4, step=8) == [16, 16, 16, 24, 32, 32]
+    assert progressive_sizes(28, 3, 20, 0, 1, step=1) == [20, 28, 28]
+    sizes = progressive_sizes(224, 40, 160, 5, 30, step=32)
+    assert sizes == sorted(sizes) and sizes[:6] == [160] * 6 and set(sizes) == {160, 192, 224}
+    assert describe_sizes([16, 16, 20, 28], 28) == "16 px (epochs 1-2), 20 px (epoch 3), 28 px (epoch 4)"
+    with pytest.raises(ConfigError, match="min_size=28 px must be smaller than .* 28 px.*e.g. 14"):
+        progressive_sizes(28, 12, 28, 0, 8)
+    with pytest.raises(ConfigError, match="8 px must be smaller than .* 4 px.*too small to shrink"):
+        progressive_sizes(4, 12, 8, 0, 8)
+    with pytest.raises(ConfigError, match=r"end_epoch \(12\) < epochs \(12\)"):
+        progressive_sizes(28, 12, 16, 0, 12)
+
+
+def test_progressive_resize_shrinks_training_batches_only(digits):
+    pre = {**digits.preprocess, "resize": 16, "crop": 16, "input_size": [1, 16, 16]}
+    sizes = progressive_sizes(16, 4, 8, 0, 2)
+    assert sizes == [8, 12, 16, 16]
+    kw = dict(batch_size=64, preprocess=pre, seed=0)
+    plain = make_loader(digits.train, train=True, **kw)
+    ramp = make_loader(digits.train, train=True, sizes=sizes, **kw)
+    for epoch, size in enumerate(sizes):
+        plain.set_epoch(epoch), ramp.set_epoch(epoch)
+        (x0, y0), (x1, y1) = next(iter(plain)), next(iter(ramp))
+        assert x1.shape == (64, 1, size, size) and torch.equal(y0, y1)
+        # the same augmented batch, resized: its mean survives the antialiased shrink
+        if size < 16:
+            torch.testing.assert_close(x1.mean((1, 2, 3)), x0.mean((1, 2, 3)), atol=0.02, rtol=0)
+        else:
+            assert torch.equal(x0, x1)
+    resumed = _batches(ramp, start=3)  # resuming mid-epoch gives the same (resized) batches
+    assert torch.equal(resumed[0][0], _batches(ramp)[3][0])
+    ramp.set_epoch(0)
+    assert "progressive resizing 8 px (epoch 1), 12 px (epoch 2), 16 px (epochs 3-4)" in ramp.describe()
+    evaluation = make_loader(digits.val or digits.test, train=False, sizes=sizes, **kw)
+    assert next(iter(evaluation))[0].shape[-1] == 16

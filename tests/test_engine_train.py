@@ -194,6 +194,22 @@ def test_early_stop_callbacks_and_recipe_features(tmp_path, digits):
     assert any(not torch.equal(ema[k], last["model"][k]) for k in ema if ema[k].is_floating_point())
 
 
+def test_progressive_resize_trains_small_then_full(tmp_path, digits):
+    seen: list[int] = []
+    torch.manual_seed(0)
+    model = reslab.create_model("resnet20", num_classes=10, in_chans=1)
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]) if m.training else None)
+    cfg = _cfg(tmp_path, epochs=3, data={"source": "digits", "batch_size": 64, "limit_train": 256,
+                                         "limit_val": 64, "image_size": 16,
+                                         "progressive_resize": {"min_size": 8, "end_epoch": 2}})  # fmt: skip
+    result = fit(cfg, model=model, data=load_dataset("digits", image_size=16, check=False, log=None))
+    assert sorted(set(seen)) == [8, 12, 16] and seen[0] == 8 and seen[-1] == 16
+    assert len(seen) == 3 * 4 and seen.count(16) == 4  # 4 steps per epoch, full size in the last
+    log = (result.run_dir / "log.txt").read_text()
+    assert "progressive resizing: training images of 8 px (epoch 1), 12 px (epoch 2), 16 px (epoch 3)" in log
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 24 MB filesystem (tmpfs), so ENOSPC is the kernel's, not a simulation."""

@@ -272,3 +272,14 @@ def test_sweep_figures_from_the_committed_results(tmp_path, monkeypatch):
     assert any(c.startswith("best (wrn28_2, 32 epochs), GPU") for c in drawn[0])
     assert not any(c.startswith("best (wrn28_2, 32 epochs), GPU") for c in drawn[1])
     assert "best (wrn16_2), seed 0, 1 thread(s): measured here" in drawn[1]
+    # seeds in several files make one line, their mean, under the label given
+    two = dict(fast, runs=[dict(fast["runs"][0], seed=1, records=[
+        {"train_seconds": 300.0, "test_acc": 0.8, "test_acc_plain": 0.8},
+        {"train_seconds": 400.0, "test_acc": 0.9, "test_acc_plain": 0.9}])])  # fmt: skip
+    (tmp_path / "two.json").write_text(json.dumps(two))
+    curves = {}
+    monkeypatch.setattr(plots, "plot_accuracy_vs_time", lambda c, *a, **k: curves.update(c) or Path(a[0]))
+    sweep.figure_headline(data / "fmnist_sweep_h100.json", tmp_path / "t.json", tmp_path / "t.json",
+                          tmp_path / "h.png", [f"fast, kernel={tmp_path / 'fast.json'}+{tmp_path / 'two.json'}"])
+    line = curves["fast, kernel, mean of seeds 0, 1, 1 thread(s): measured here"]
+    assert line["seconds"] == [200.0, 300.0] and line["accuracy"] == [84.5, 92.0]

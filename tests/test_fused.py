@@ -243,10 +243,10 @@ def test_the_kernel_refuses_what_it_cannot_read(kernel):
     x = torch.randn(8, 32).bfloat16()
     w, b = torch.ones(32), torch.zeros(32)
     with pytest.raises(RuntimeError, match="contiguous bf16"):
-        kernel.forward(x.t().contiguous().t(), w, b, None, 1e-5, True)
+        kernel.forward(x.t().contiguous().t(), w, b, None, 1e-5)
     with pytest.raises(RuntimeError, match="C % 16"):
-        kernel.forward(torch.randn(8, 24).bfloat16(), torch.ones(24), torch.zeros(24), None, 1e-5, True)
+        kernel.forward(torch.randn(8, 24).bfloat16(), torch.ones(24), torch.zeros(24), None, 1e-5)
     with pytest.raises(RuntimeError, match="one value per channel"):
-        kernel.forward(x, torch.ones(16), b, None, 1e-5, True)
+        kernel.forward(x, torch.ones(16), b, None, 1e-5)
     with pytest.raises(RuntimeError, match="differ in shape"):
-        kernel.forward(x, w, b, torch.randn(4, 32).bfloat16(), 1e-5, True)
+        kernel.forward(x, w, b, torch.randn(4, 32).bfloat16(), 1e-5)

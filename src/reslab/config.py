@@ -29,6 +29,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+class ProgressiveResizeConfig(_Section):
+    """Train the first epochs on smaller images, growing to the full size (progressive
+    resizing: fastai's DAWNBench entries, FFCV's ResNet recipes). A smaller epoch costs
+    roughly its share of the pixels; the last epochs at full size fit the net to it."""
+
+    min_size: int = Field(16, ge=4)  # px of the first epochs
+    start_epoch: int = Field(0, ge=0)  # epochs at min_size before the ramp starts
+    end_epoch: int = Field(ge=1)  # full size from this epoch on (0-based)
+    step: int = Field(4, ge=1)  # sizes are rounded to multiples of this
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProgressiveResizeConfig":
+        if self.end_epoch <= self.start_epoch:
+            raise ValueError(
+                f"end_epoch={self.end_epoch} must come after start_epoch={self.start_epoch}: "
+                "the size ramps from min_size at start_epoch to the full size at end_epoch"
+            )
+        return self
+
+
 class DataConfig(_Section):
     """Where the images come from and how batches are made (see ``reslab.data``)."""
 
@@ -45,6 +65,7 @@ class DataConfig(_Section):
     random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # probability per image (Zhong et al. 2017)
     mixup: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Zhang et al. 2018)
     cutmix: float = Field(0.0, ge=0.0)  # Beta alpha; 0 = off (Yun et al. 2019)
+    progressive_resize: ProgressiveResizeConfig | None = None  # smaller images in early epochs
     sampler: Literal["random", "balanced"] = "random"
     class_weights: Literal["none", "auto"] = "none"  # auto: inverse-frequency weighted loss
     check: Literal[True, False, "full", "warn"] = True  # dataset health check before training
@@ -273,6 +294,13 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"data.batch_size={self.data.batch_size} must be divisible by "
                 f"accum_steps={self.accum_steps} (each micro-batch is batch_size / accum_steps)"
+            )
+        ramp = self.data.progressive_resize
+        if ramp is not None and ramp.end_epoch >= self.epochs:
+            raise ValueError(
+                f"data.progressive_resize.end_epoch={ramp.end_epoch} leaves no epoch at full size "
+                f"(epochs={self.epochs}): the run would never train at full size; use at most "
+                f"{self.epochs - 1}"
             )
         return self
 

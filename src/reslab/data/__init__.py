@@ -21,6 +21,7 @@ _EXPORTS = {
     "make_loader": "loaders",
     "InMemoryLoader": "loaders",
     "StreamingLoader": "loaders",
+    "progressive_sizes": "loaders",
     "load_image": "images",
     "load_image_tensor": "images",
     "eval_transform": "transforms",

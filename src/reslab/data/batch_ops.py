@@ -36,6 +36,15 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square float batch (B, C, H, W) -> (B, C, size, size), bilinear; antialiased when it
+    shrinks, so that a smaller image keeps the larger one's content rather than aliasing it."""
+    if x.shape[-2:] == (size, size):
+        return x
+    down = size < x.shape[-1]
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=down, align_corners=False)
+
+
 def pad_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Random translation by up to ``pad`` px (zero padding) and optional mirror, per image.
 

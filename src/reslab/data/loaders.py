@@ -15,6 +15,7 @@ epoch exactly at batch k, whatever the number of workers.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterator
 
@@ -47,7 +48,8 @@ class _Loader:
 
     def __init__(self, split: Split, batch_size: int, train: bool, preprocess: dict, spec: AugmentSpec,
                  seed: int, device: torch.device, drop_last: bool | None, sampler: str,
-                 rank: int, world_size: int, random_erasing: float):  # fmt: skip
+                 rank: int, world_size: int, random_erasing: float,
+                 sizes: list[int] | None = None):  # fmt: skip
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
         if len(split) == 0:
@@ -63,6 +65,7 @@ class _Loader:
         self.device, self.rank, self.world_size = device, int(rank), int(world_size)
         self.sampler = sampler if train else "sequential"
         self.random_erasing = float(random_erasing) if train else 0.0
+        self.sizes = list(sizes) if train and sizes else None
         self.mean, self.std = list(preprocess["mean"]), list(preprocess["std"])
         self.in_chans = int(preprocess["input_size"][0])
         self.epoch = 0
@@ -106,6 +109,8 @@ class _Loader:
         x = batch_ops.normalize(to_channels(x, self.in_chans), self.mean, self.std)
         if self.random_erasing > 0:
             x = batch_ops.random_erasing(x, self.random_erasing, generator(self.aug_seed, epoch, batch, 2))
+        if self.sizes is not None and epoch < len(self.sizes):
+            x = batch_ops.resize(x, self.sizes[epoch])
         return x
 
     def close(self) -> None:
@@ -119,8 +124,50 @@ class _Loader:
 
     def describe(self) -> str:
         aug = "eval" if not self.train else f"{self.spec}"
+        if self.sizes is not None:
+            aug += f", progressive resizing {describe_sizes(self.sizes, self.preprocess['crop'])}"
         return (f"{self.kind} loader: {len(self.split)} {self.split.name} images, batch {self.batch_size}, "
                 f"{len(self)} batches/epoch, {aug}")  # fmt: skip
+
+
+def progressive_sizes(full: int, epochs: int, min_size: int, start_epoch: int, end_epoch: int,
+                      step: int = 4) -> list[int]:
+    """Training image size of each epoch for progressive resizing: ``min_size`` until
+    ``start_epoch``, a linear ramp rounded to multiples of ``step``, ``full`` from
+    ``end_epoch`` on (the ramp of FFCV's ImageNet recipes).
+
+    Raises:
+        ConfigError: ``min_size`` is not smaller than ``full``, or the epochs are out of order.
+    """
+    if not 0 < min_size < full:
+        hint = f"choose e.g. {full // 2}" if full >= 8 else "these images are too small to shrink; remove it"
+        raise ConfigError(
+            f"progressive_resize.min_size={min_size} px must be smaller than the training size, "
+            f"{full} px (the crop size of this data): {hint}."
+        )
+    if not 0 <= start_epoch < end_epoch < epochs:
+        raise ConfigError(
+            f"progressive_resize: expected 0 <= start_epoch ({start_epoch}) < end_epoch "
+            f"({end_epoch}) < epochs ({epochs}), so that the last epochs train at full size."
+        )
+    sizes = []
+    for epoch in range(epochs):
+        t = min(max((epoch - start_epoch) / (end_epoch - start_epoch), 0.0), 1.0)
+        size = math.floor((min_size + t * (full - min_size)) / step + 0.5) * step
+        sizes.append(full if epoch >= end_epoch else min(max(size, min_size), full))
+    return sizes
+
+
+def describe_sizes(sizes: list[int], full: int) -> str:
+    """``[16, 16, 20, 28]`` -> ``"16 px (epochs 1-2), 20 px (epoch 3), 28 px (epoch 4)"``."""
+    runs: list[tuple[int, int, int]] = []  # (size, first epoch, last epoch), 1-based
+    for epoch, size in enumerate(sizes, 1):
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1], epoch)
+        else:
+            runs.append((size, epoch, epoch))
+    parts = [f"{s} px (epoch {a})" if a == b else f"{s} px (epochs {a}-{b})" for s, a, b in runs]
+    return ", ".join(parts) + ("" if sizes[-1] == full else f", then {full} px")
 
 
 def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -320,6 +367,7 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     random_erasing: float = 0.0,
+    sizes: list[int] | None = None,
 ) -> InMemoryLoader | StreamingLoader:
     """A loader of normalised batches for ``split``.
 
@@ -336,6 +384,8 @@ def make_loader(
         sampler: ``random`` or ``balanced`` (class-balanced draws with replacement).
         rank, world_size: DDP sharding: disjoint slices of one permutation, equal lengths.
         random_erasing: probability of Random Erasing per training image.
+        sizes: training image size per epoch (progressive resizing, ``progressive_sizes``);
+            later epochs, and evaluation, keep the preprocess crop size.
     Returns:
         A loader with ``set_epoch(e)``, ``iter_from(batch)``, ``len()`` and ``skipped``.
     """
@@ -343,7 +393,7 @@ def make_loader(
     common = dict(
         batch_size=batch_size, train=train, preprocess=preprocess, spec=spec, seed=seed,
         device=_resolve_device(device), drop_last=drop_last, sampler=sampler, rank=rank,
-        world_size=world_size, random_erasing=random_erasing,
+        world_size=world_size, random_erasing=random_erasing, sizes=sizes,
     )  # fmt: skip
     if split.in_memory:
         return InMemoryLoader(split, **common)

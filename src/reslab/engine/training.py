@@ -269,7 +269,7 @@ class _Setup:
         es = cfg.early_stop
         if es.patience:
             all_callbacks.append(EarlyStopping(es.patience, es.metric, es.min_delta))
-        self._announce(bundle, splits, model, step)
+        self._announce(bundle, splits, model, step, loaders["train"].sizes)
         loggers = Loggers([])
         if info.is_main:
             loggers = make_loggers(cfg.log, self.run_dir, cfg, self.log)
@@ -311,6 +311,7 @@ class _Setup:
 
     def _loaders(self, splits: dict, preprocess: dict) -> dict:
         from ..data import make_loader
+        from ..data.loaders import progressive_sizes
 
         cfg, info = self.cfg, self.info
         micro = cfg.data.batch_size // (info.world_size * cfg.accum_steps)
@@ -319,9 +320,14 @@ class _Setup:
                       workers=cfg.data.workers)  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
+        ramp, sizes = cfg.data.progressive_resize, None
+        if ramp is not None:
+            sizes = progressive_sizes(preprocess["crop"], cfg.epochs, ramp.min_size,
+                                      ramp.start_epoch, ramp.end_epoch, ramp.step)  # fmt: skip
         out["train"] = make_loader(
             splits["train"], batch_size=micro, train=True, augment=cfg.data.augment,
-            sampler=cfg.data.sampler, random_erasing=cfg.data.random_erasing, **shard, **common,
+            sampler=cfg.data.sampler, random_erasing=cfg.data.random_erasing, sizes=sizes,
+            **shard, **common,
         )  # fmt: skip
         if len(out["train"]) == 0:
             raise ConfigError(
@@ -361,7 +367,8 @@ class _Setup:
             rank=self.info.rank,
         )  # fmt: skip
 
-    def _announce(self, bundle, splits: dict, model: nn.Module, step: TrainStep) -> None:
+    def _announce(self, bundle, splits: dict, model: nn.Module, step: TrainStep,
+                  train_sizes: list[int] | None) -> None:
         cfg, groups = self.cfg, step.optimizer.param_groups
         decayed = sum(len(g["params"]) for g in groups if g["weight_decay"] > 0)
         plain = sum(len(g["params"]) for g in groups if g["weight_decay"] == 0)
@@ -370,6 +377,11 @@ class _Setup:
         n_params = sum(p.numel() for p in model.parameters())
         self.log(f"data: {bundle.source} ({len(bundle.classes)} classes; {sizes}); "
                  f"input {bundle.preprocess['input_size']}")  # fmt: skip
+        if train_sizes is not None:
+            from ..data.loaders import describe_sizes
+
+            self.log("progressive resizing: training images of "
+                     + describe_sizes(train_sizes, bundle.preprocess["crop"]))
         self.log(f"model: {args.get('name', type(model).__name__)}, {n_params / 1e6:.2f}M parameters")
         o, steps = cfg.optim, self.steps_per_epoch
         self.log(

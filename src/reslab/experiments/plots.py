@@ -33,10 +33,15 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def _finish(fig, ax, path: str | Path, title: str = "", grid_which: str = "major") -> Path:
-    """The common end of a one-axes figure: grid, legend, optional title, saved PNG."""
+def _finish(fig, ax, path: str | Path, title: str = "", grid_which: str = "major",
+            legend_below: bool = False) -> Path:  # fmt: skip
+    """The common end of a one-axes figure: grid, legend (inside, or below the axes where
+    long labels would cover the lines), optional title, saved PNG."""
     ax.grid(alpha=0.3, which=grid_which)
-    ax.legend(fontsize=8)
+    if legend_below:
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center")
+    else:
+        ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, path)
@@ -133,7 +138,7 @@ def plot_accuracy_vs_time(
     Returns:
         The written path.
     """
-    fig, (ax,) = _figure(1, width=6.4, height=4.0)
+    fig, (ax,) = _figure(1, width=6.4, height=4.0 + 0.2 * len(curves))
     for label, c in curves.items():
         style = ":" if c.get("extrapolated") else "-"
         ax.plot(c["seconds"], c["accuracy"], style, marker="o", ms=3, lw=1.6, label=label)
@@ -148,7 +153,7 @@ def plot_accuracy_vs_time(
         ax.set_xlim(left=0)
     ax.set_xlabel("wall-clock training seconds (evaluation excluded)")
     ax.set_ylabel("test accuracy (%)")
-    return _finish(fig, ax, path, title, grid_which="both")
+    return _finish(fig, ax, path, title, grid_which="both", legend_below=True)
 
 
 def plot_accuracy_vs_cost(

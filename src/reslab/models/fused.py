@@ -136,13 +136,13 @@ def _nchw(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 class _BNAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, relu: bool, eps: float):
+    def forward(ctx, x, weight, bias, residual, eps: float):
         y, mean, invstd, var = _kernel.forward(
-            _rows(x), weight, bias, None if residual is None else _rows(residual), eps, relu
+            _rows(x), weight, bias, None if residual is None else _rows(residual), eps
         )
         y = _nchw(y, x)
         ctx.save_for_backward(x, y, weight, mean, invstd)
-        ctx.relu, ctx.has_residual = relu, residual is not None
+        ctx.has_residual = residual is not None
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
@@ -153,14 +153,13 @@ class _BNAct(torch.autograd.Function):
         want_dres = ctx.has_residual and ctx.needs_input_grad[3]
         dy = dy.contiguous(memory_format=torch.channels_last)
         dx, dres, dw, db = _kernel.backward(
-            _rows(dy), _rows(x), _rows(y), weight, mean, invstd, ctx.relu, want_dx, want_dres
+            _rows(dy), _rows(x), _rows(y), weight, mean, invstd, want_dx, want_dres
         )
         return (
             _nchw(dx, x) if want_dx else None,
             dw if ctx.needs_input_grad[1] else None,
             db if ctx.needs_input_grad[2] else None,
             _nchw(dres, x) if want_dres else None,
-            None,
             None,
         )
 
@@ -202,7 +201,7 @@ def bn_act(bn: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Tenso
     if not _eligible(bn, act, x, residual):
         out = bn(x)
         return act(out if residual is None else out + residual)
-    y, mean, var = _BNAct.apply(x, bn.weight, bn.bias, residual, True, bn.eps)
+    y, mean, var = _BNAct.apply(x, bn.weight, bn.bias, residual, bn.eps)
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)

@@ -85,8 +85,7 @@ void check_vec(const at::Tensor& t, int64_t C, const char* name) {
 // Returns y (M, C) bf16, and the batch mean, invstd and biased variance (C,) fp32.
 std::vector<at::Tensor> bn_act_forward(const at::Tensor& x, const at::Tensor& weight,
                                        const at::Tensor& bias,
-                                       const c10::optional<at::Tensor>& residual, double eps,
-                                       bool relu) {
+                                       const c10::optional<at::Tensor>& residual, double eps) {
   check_rows(x, "x");
   if (residual.has_value()) {
     check_rows(*residual, "residual");
@@ -131,7 +130,7 @@ std::vector<at::Tensor> bn_act_forward(const at::Tensor& x, const at::Tensor& we
         __m512 v = _mm512_fmadd_ps(load16(xp + off), _mm512_loadu_ps(&scale[16 * k]),
                                    _mm512_loadu_ps(&shift[16 * k]));
         if (rp) v = _mm512_add_ps(v, load16(rp + off));
-        if (relu) v = _mm512_max_ps(v, zero);
+        v = _mm512_max_ps(v, zero);
         store16(yp + off, v);
       }
     }
@@ -145,7 +144,7 @@ std::vector<at::Tensor> bn_act_forward(const at::Tensor& x, const at::Tensor& we
 std::vector<at::Tensor> bn_act_backward(const at::Tensor& dy, const at::Tensor& x,
                                         const at::Tensor& y, const at::Tensor& weight,
                                         const at::Tensor& mean, const at::Tensor& invstd,
-                                        bool relu, bool want_dx, bool want_dres) {
+                                        bool want_dx, bool want_dres) {
   check_rows(dy, "dy");
   check_rows(x, "x");
   check_rows(y, "y");
@@ -167,9 +166,9 @@ std::vector<at::Tensor> bn_act_backward(const at::Tensor& dy, const at::Tensor& 
     gp = dres.data_ptr<at::BFloat16>();
   }
   auto masked = [&](int64_t off) {
-    const __m512 d = load16(dyp + off);
-    if (!relu) return d;
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(load16(yp + off), _mm512_setzero_ps(), _CMP_GT_OQ), d);
+    // ReLU's gradient: dy where the output is positive, 0 elsewhere
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(load16(yp + off), _mm512_setzero_ps(), _CMP_GT_OQ),
+                               load16(dyp + off));
   };
   std::vector<double> sg, sgx;
   channel_sums(M, C, sg, sgx, [&](int64_t m, __m512* a, __m512* b) {
