@@ -209,6 +209,14 @@ def test_streaming_matches_across_worker_counts(tmp_path):
     assert len(runs[0]) == len(runs[1]) == 3
     for (x0, y0), (x1, y1) in zip(*runs):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    # progressive resizing shrinks streamed batches too: the same batches, resized
+    ramp = make_loader(bundle.train, batch_size=6, train=True, preprocess=bundle.preprocess, workers=0,
+                       seed=11, augment="default", sizes=[16, 24, 32])  # fmt: skip
+    ramp.set_epoch(1)
+    with ramp:
+        for (x, y), (x0, y0) in zip(_batches(ramp), runs[0]):
+            assert x.shape[-2:] == (24, 24) and torch.equal(y, y0)
+            torch.testing.assert_close(x, batch_ops.resize(x0, 24))
 
 
 def test_streaming_eval_matches_eval_transform(tmp_path):

@@ -253,6 +253,9 @@ def finetune(
     step_clip, clip_why = resolve_step_clip(ft.step_clip, plan.strategy, plan.bn, cfg.optim.name)
     if clip_why:
         plan.reasons.append(clip_why)
+    if cache and cfg.data.progressive_resize is not None:
+        plan.reasons.append("data.progressive_resize ignored: the features are cached once, at full "
+                            "size (finetune.cache_features=false trains on resized images)")
     if ft.cache_features is True and plan.strategy != "linear":
         raise ConfigError(f"finetune.cache_features=true needs strategy=linear (the backbone must be "
                           f"frozen for features to stay fixed), but the strategy is {plan.strategy}.")  # fmt: skip
