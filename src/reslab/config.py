@@ -32,7 +32,8 @@ class _Section(BaseModel):
 class ProgressiveResizeConfig(_Section):
     """Train the first epochs on smaller images, growing to the full size (progressive
     resizing: fastai's DAWNBench entries, FFCV's ResNet recipes). A smaller epoch costs
-    roughly its share of the pixels; the last epochs at full size fit the net to it."""
+    less, though more than its share of the pixels (``benchmarks/bench_progressive.py``);
+    the last epochs at full size fit the net to the size evaluation uses."""
 
     min_size: int = Field(16, ge=4)  # px of the first epochs
     start_epoch: int = Field(0, ge=0)  # epochs at min_size before the ramp starts
