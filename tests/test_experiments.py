@@ -17,7 +17,7 @@ from reslab.errors import ConfigError
 from reslab.experiments import gradients as G
 from reslab.experiments import plots
 from reslab.experiments.degradation import merge_results, run_degradation, stratified_subset, write_outputs
-from reslab.experiments.headline import summarize_runs, time_to_target
+from reslab.experiments.headline import describe_result, summarize_runs, time_to_target
 from reslab.experiments.tables import markdown_table, read_json, write_json
 from reslab.experiments.transfer import batch_size_for, epochs_for, summarize
 
@@ -191,8 +191,16 @@ def test_time_to_target_and_seed_summary():
     assert s["test_acc_mean"] == pytest.approx(0.95)
     assert s["test_acc_std"] == pytest.approx(np.std([0.94, 0.95, 0.96], ddof=1))
     assert s["time_to_target_mean"] == pytest.approx(80.0)
+    for seed, r in enumerate(runs):
+        r["seed"] = seed
+    res = {"summary": s, "runs": runs, "target": 0.94, "tta_flip": True}
+    assert describe_result(res) == (
+        "test acc with flip TTA 95.00 ± 1.00% over 3 seed(s); 110 training seconds on average; "
+        "94% after 80 s (1.3 min) on average (per seed: 90, 80, 70 s)")
     runs[0]["time_to_target"] = None
     assert summarize_runs(runs)["time_to_target_mean"] is None, "every seed must reach the target"
+    res["summary"] = summarize_runs(runs)
+    assert describe_result(res).endswith("94% not reached by every seed (seed 0 ended at 94.00%)")
 
 
 def test_transfer_budget_rules_and_summary():

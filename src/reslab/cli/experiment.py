@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:10s} early/late {row['early_late']:8.2f}   max/min {row['spread']:9.1f}")
         return 0
     if args.experiment == "headline":
-        from reslab.experiments.headline import measure_recipe, run_recipe
+        from reslab.experiments.headline import describe_result, measure_recipe, run_recipe
 
         if args.time_batches:
             res = measure_recipe(args.config, batches=args.time_batches, overrides=args.overrides, out=args.out)
@@ -104,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
             args.config, seeds=args.seeds, overrides=args.overrides, target=args.target,
             test_every=args.test_every, tta_flip=args.tta_flip, out=args.out,
         )  # fmt: skip
-        s = res["summary"]
-        print(f"test acc {100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}% over {len(args.seeds)} "
-              f"seed(s); train time {s['train_seconds_mean']:.0f} s; time to {100 * args.target:g}%: "
-              f"{s['time_to_target_mean']}")
+        print(describe_result(res))
         return 0
     if args.experiment == "transfer":
         from reslab.experiments.transfer import run_transfer

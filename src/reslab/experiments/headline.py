@@ -142,6 +142,22 @@ def summarize_runs(runs: Sequence[dict]) -> dict:
     }
 
 
+def describe_result(res: dict) -> str:
+    """One line for ``run_recipe``'s result: accuracy over the seeds, and the time to the
+    target per seed, or which seeds never reached it."""
+    s, runs, target = res["summary"], res["runs"], 100 * res["target"]
+    tta = " with flip TTA" if res.get("tta_flip") else ""
+    line = (f"test acc{tta} {100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}% over "
+            f"{s['seeds']} seed(s); {s['train_seconds_mean']:.0f} training seconds on average; ")  # fmt: skip
+    missed = [r for r in runs if r["time_to_target"] is None]
+    if missed:
+        who = ", ".join(f"seed {r['seed']} ended at {100 * r['test_acc']:.2f}%" for r in missed)
+        return line + f"{target:g}% not reached by every seed ({who})"
+    each = ", ".join(f"{r['time_to_target']:.0f}" for r in runs)
+    mean = s["time_to_target_mean"]
+    return line + f"{target:g}% after {mean:.0f} s ({mean / 60:.1f} min) on average (per seed: {each} s)"
+
+
 def measure_recipe(
     config: str | Path,
     *,
