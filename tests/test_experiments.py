@@ -203,6 +203,28 @@ def test_time_to_target_and_seed_summary():
     assert describe_result(res).endswith("94% not reached by every seed (seed 0 ended at 94.00%)")
 
 
+def test_headline_command_records_every_epoch_of_every_seed(tmp_path, capsys):
+    # `reslab experiment headline` end to end on the digits: a curve per seed, its summary,
+    # and the one line it ends with
+    from reslab.cli.main import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {source: digits, batch_size: 64, limit_train: 256, check: false}\n"
+                      "model: {name: resnet20}\noptim: {name: adamw, lr: 0.003}\nepochs: 2\nthreads: 1\n")
+    out = tmp_path / "h"
+    assert main(["experiment", "headline", "--config", str(recipe), "--seeds", "0", "1", "--tta-flip",
+                 "--target", "0.2", "--out", str(out), "device=cpu"]) == 0
+    res = json.loads((out / "headline.json").read_text())
+    assert [r["seed"] for r in res["runs"]] == [0, 1] and res["tta_flip"] and res["target"] == 0.2
+    assert isinstance(res["fused_bn_kernel"], bool) and res["resolved"]["epochs"] == 2
+    for run in res["runs"]:
+        recs = run["records"]
+        assert [r["epoch"] for r in recs] == [1, 2] and recs[0]["train_seconds"] < recs[1]["train_seconds"]
+        assert run["test_acc"] == recs[-1]["test_acc"] and run["time_to_target"] == time_to_target(recs, 0.2)
+    assert res["summary"] == summarize_runs(res["runs"])
+    assert capsys.readouterr().out.rstrip().endswith(describe_result(res))
+
+
 def test_transfer_budget_rules_and_summary():
     assert [batch_size_for(n) for n in (50, 200, 1150, 10_000)] == [8, 32, 64, 64]
     assert epochs_for(50, 8, steps=80) == 14  # 6 steps/epoch -> ceil(80 / 6)

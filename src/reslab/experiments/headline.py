@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError
+from ..models import fused as fused_bn
 from .tables import describe_machine, machine_info, write_json
 
 
@@ -116,6 +117,7 @@ def run_recipe(
         "target": target,
         "tta_flip": tta_flip,
         "machine": machine_info(),
+        "fused_bn_kernel": fused_bn.is_enabled(),  # did the runs use reslab's fused CPU kernel
         "runs": runs,
         "summary": summarize_runs(runs),
     }
