@@ -20,7 +20,6 @@ import os
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError, DataError
@@ -173,10 +172,9 @@ def describe_sizes(sizes: list[int], full: int) -> str:
 def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resizes a square batch stored at another size (e.g. 28 px Fashion-MNIST for a 224 px
     model) to ``size``; stored tensors already at ``size`` pass through untouched."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+    if x.shape[-2:] == (size, size):
         return x
-    down = x.shape[-1] > size
-    return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=down, align_corners=False)
+    return batch_ops.resize(x.float(), size)
 
 
 class InMemoryLoader(_Loader):
