@@ -17,8 +17,9 @@ The second measurement and the figure that joins them:
     python scripts/sweep_headline.py --figure-headline docs/results/data/fmnist_sweep_h100.json \
         runs/exp_quiet1/fmnist_best_timing/timing.json runs/exp_quiet1/tutorial_recipe_timing/timing.json \
         docs/results/img/fmnist_accuracy_vs_time.png \
-        "fast, fused kernel=docs/results/data/fmnist_fast_cpu_seed0_fused.json+docs/results/data/fmnist_fast_cpu_seeds12_fused.json" \
-        "best (wrn28_2)=docs/results/data/fmnist_best_cpu.json"    # the full list: scripts/run_experiments.sh figures
+        "best (wrn28_2)=docs/results/data/fmnist_best_cpu.json" \
+        "fast=docs/results/data/fmnist_fast_cpu_seed0_fused.json+docs/results/data/fmnist_fast_cpu_seeds12_fused.json"
+    # (each line LABEL=headline.json[+headline.json...]; the full list: run_experiments.sh figures)
 
 Each job writes ``<out>/<job>.jsonl``: one line per epoch with test accuracy (plain and with
 flip test-time augmentation), train loss and cumulative training seconds; ``<out>/sweep.json``

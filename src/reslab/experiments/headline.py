@@ -117,7 +117,7 @@ def run_recipe(
         "target": target,
         "tta_flip": tta_flip,
         "machine": machine_info(),
-        "fused_bn_kernel": fused_bn.is_enabled(),  # the fused kernel was on (it serves bf16 channels_last CPU training)
+        "fused_bn_kernel": fused_bn.is_enabled(),  # on for bf16 channels_last CPU training
         "runs": runs,
         "summary": summarize_runs(runs),
     }
