@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_train.py", "bench_inference.py", "bench_loader.py", "bench_cpu_memory.py", "bench_layouts.py",
-           "bench_fused.py", "bench_progressive.py")
+           "bench_fused.py", "bench_progressive.py", "bench_step.py")
 
 
 def main(argv: list[str]) -> int:

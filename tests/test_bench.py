@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,19 @@ def test_progressive_resize_benchmark_costs_a_schedule():
     out = _run_benchmark("bench_progressive.py", "--quick", "--threads", "1")
     assert "resnet20 (quick), batch 16: 16 px" in out and "24 px" in out and "28 px" in out
     assert "4 epochs of 16 px (epoch 1), 24 px (epoch 2), 28 px (epochs 3-4):" in out and "full-size epochs" in out
+
+
+@pytest.mark.slow
+def test_step_benchmark_splits_the_step_and_times_each_convolution():
+    # benchmarks/bench_step.py --quick: the profiled step's buckets and resnet20's six distinct
+    # 3x3 convolutions with their counts (stem, 6 at 16 channels, 5 at 32, 5 at 64, 2 strided)
+    out = _run_benchmark("bench_step.py", "--quick", "--threads", "1")
+    buckets = dict(re.findall(r"^  (\S.*?)\s+([\d.]+) ms\s+[\d.]+%$", out, re.M))
+    assert float(buckets["convolution backward"]) > 0 and float(buckets["convolution forward"]) > 0
+    assert float(buckets["BatchNorm + ReLU (+ add)"]) > 0
+    counts = re.findall(r"^    (\d+)->(\d+) at (\d+) px, stride (\d) +x(\d+): (.*)$", out, re.M)
+    assert [(a, b, px, s, n) for a, b, px, s, n, _ in counts] == [
+        ("1", "16", "16", "1", "1"), ("16", "16", "16", "1", "6"), ("16", "32", "16", "2", "1"),
+        ("32", "32", "8", "1", "5"), ("32", "64", "8", "2", "1"), ("64", "64", "4", "1", "5")]  # fmt: skip
+    assert counts[0][5].split(" / ")[1] == "-"  # the stem's input needs no gradient
+    assert all(cell.count("(") == 3 for *_, cell in counts[1:])
