@@ -46,6 +46,21 @@ def test_train_cli_flags_resume_and_extend(tmp_path, capsys):
     assert code == 2 and "--resume" in capsys.readouterr().err
 
 
+def test_a_missing_data_source_is_refused_before_the_kernel_is_built(tmp_path, capsys, monkeypatch):
+    # the first load of the fused kernel on a machine compiles it (~30 s): bad data fails first
+    from reslab.models import fused
+
+    calls = []
+    monkeypatch.setattr(fused, "enable_for", lambda *a, **k: calls.append(a))
+    code = main(["train", "--data", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "run"),
+                 "--device", "cpu", "--precision", "bf16", "threads=1"])  # fmt: skip
+    assert code == 2 and "is neither a file, a folder nor a built-in dataset" in capsys.readouterr().err
+    assert calls == []
+    code = main(["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run2"),
+                 "--device", "cpu", "--precision", "bf16", *FAST])  # fmt: skip
+    assert code == 0 and len(calls) == 1
+
+
 def test_train_cli_on_an_image_folder(tmp_path, capsys):
     # a real folder of PNGs (root/<class>/*.png): 3 classes told apart by brightness
     gen = torch.Generator().manual_seed(0)

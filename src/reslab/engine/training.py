@@ -215,9 +215,6 @@ class _Setup:
         self.log(f"precision: {self.precision.describe()}; {where}{threads} CPU thread(s) per process")
         if device.type == "cpu":
             self.log(cpu_memory.describe())
-            fused = fused_bn.enable_for(self.precision, self.log)
-            if fused:
-                self.log(fused)
         self._warn_if_busy()
 
     def _warn_if_busy(self) -> None:
@@ -249,6 +246,10 @@ class _Setup:
         # ---- data
         in_chans = getattr(model, "in_chans", None) if model is not None else None
         bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, self.log)
+        # after the data's checks: the first load on a machine compiles the kernel (~30 s)
+        fused = fused_bn.enable_for(self.precision, self.log)
+        if fused:
+            self.log(fused)
         splits = {
             "train": limit_split(bundle.train, cfg.data.limit_train, cfg.seed),
             "val": limit_split(bundle.val, cfg.data.limit_val, cfg.seed + 1),
