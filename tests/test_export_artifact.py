@@ -164,3 +164,23 @@ def test_unsupported_options_fail_before_any_work(ckpt, tmp_path, capsys, args, 
     code = main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "x"), *args])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_without_out_the_artifact_goes_next_to_the_checkpoint(ckpt, tmp_path, capsys):
+    import shutil
+
+    from reslab.cli.export import default_out
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, run / "checkpoints" / "best.pt")
+    (run / "config.yaml").write_text("epochs: 1\n")
+    assert default_out(str(run), "onnx", "fp32") == run / "export" / "onnx"
+    best = str(run / "checkpoints" / "best.pt")
+    assert default_out(best, "torchscript", "int8") == run / "export" / "torchscript-int8"
+    # a checkpoint file outside a run folder: a folder named after it, beside it
+    bare = tmp_path / "weights.pt"
+    shutil.copy(ckpt, bare)
+    assert main(["export", "--checkpoint", str(bare), "--format", "torchscript", "--parity-images", "32"]) == 0
+    assert (tmp_path / "weights-torchscript" / "model.pt").is_file()
+    assert "weights-torchscript" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -10,7 +11,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
     )
-    parser.add_argument("--out", required=True, help="artifact folder to write")
+    parser.add_argument("--out", default=None,
+                        help="artifact folder to write (default: RUN/export/FORMAT, with -PRECISION "
+                             "unless fp32; next to a checkpoint file outside a run: "
+                             "NAME-FORMAT[-PRECISION])")  # fmt: skip
     parser.add_argument(
         "--precision",
         default="fp32",
@@ -32,13 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_out(checkpoint: str, fmt: str, precision: str) -> Path:
+    """Where an artifact goes without ``--out``: inside the run folder, one folder per format
+    and precision, so exports of one run sit together and do not replace each other."""
+    from ..evaluate.loading import resolve_checkpoint
+
+    path, run_dir = resolve_checkpoint(checkpoint)
+    name = fmt if precision == "fp32" else f"{fmt}-{precision}"
+    return run_dir / "export" / name if run_dir else path.with_name(f"{path.stem}-{name}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export.artifact import export_model
 
     export_model(
         args.checkpoint,
         args.format,
-        args.out,
+        args.out or default_out(args.checkpoint, args.format, args.precision),
         precision=args.precision,
         opset=args.opset,
         data=args.data,

@@ -8,7 +8,7 @@ def add_arguments(p) -> None:
                    help="checkpoint file or run folder")
     p.add_argument("paths", nargs="+", metavar="PATHS",
                    help="image files, folders (recursive) or globs")
-    p.add_argument("--topk", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--topk", "--top-k", type=int, default=5, help="labels per image (default 5)")
     p.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--batch-size", type=int, default=64)
