@@ -14,16 +14,15 @@
 
 from __future__ import annotations
 
-import time
 
 import torch
 from torch import nn
 
-from reslab import cpu_memory, create_model
+from reslab import create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models import fused
 
-from common import interleaved_training, median_time, parse_args, write_json  # benchmarks/common.py
+from common import interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 SHAPES = {  # name: (N, C, H, W)
@@ -116,11 +115,7 @@ def main(argv=None) -> int:
     for name, step in steps.items():
         rates = ", ".join(f"{k} {v} img/s" for k, v in step["images_per_s"].items())
         print(f"{name:26} training step: {rates}; fused / ATen = {step['ratio']:.3f}x")
-    if args.quick:
-        return 0
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
-              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "per_op": ops, "per_step": steps}  # fmt: skip
-    write_json(args.out, record)
+    write_record(args, threads, per_op=ops, per_step=steps)
     return 0
 
 

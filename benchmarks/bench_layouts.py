@@ -23,17 +23,16 @@ matrix products (``Conv1x1``).
 
 from __future__ import annotations
 
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab import cpu_memory, create_model
+from reslab import create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models.layers import Conv1x1, ZeroPadShortcut
 
-from common import PlainPadShortcut, interleaved_training, median_time, parse_args, write_json  # benchmarks/common.py
+from common import PlainPadShortcut, interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"
@@ -139,12 +138,7 @@ def main(argv=None) -> int:
     for name, v in step50["images_per_s"].items():
         print(f"resnet50 bf16+cl step, {name:20} {v:8.1f} img/s")
     print(f"Conv1x1 / nn.Conv2d = {step50['ratio']:.3f}x (median of per-round ratios)")
-    if args.quick:
-        return 0
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
-              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "per_op": ops, "step": step,
-              "conv1x1_ops": ops1, "resnet50_step": step50}  # fmt: skip
-    write_json(args.out, record)
+    write_record(args, threads, per_op=ops, step=step, conv1x1_ops=ops1, resnet50_step=step50)
     return 0
 
 

@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from reslab import cpu_memory, create_model
+from reslab import create_model
 from reslab.data.loaders import describe_sizes, progressive_sizes
 from reslab.engine.precision import set_cpu_threads
 from reslab.models import fused
 
-from common import bf16_steps, parse_args, write_json  # benchmarks/common.py
+from common import bf16_steps, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 # name: (model, in_chans, batch, full size, smaller sizes, schedules (epochs, min, start, end, step))
@@ -90,11 +90,7 @@ def main(argv=None) -> int:
         for s in scheds:
             print(f"  {s['epochs']} epochs of {s['describe']}: {s['full_size_epochs']} full-size epochs "
                   f"({s['cost_ratio']:.2f}x the time of {s['epochs']})")  # fmt: skip
-    if args.quick:
-        return 0
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
-              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "cases": result}  # fmt: skip
-    write_json(args.out, record)
+    write_record(args, threads, cases=result)
     return 0
 
 

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from reslab import cpu_memory, create_model
+from reslab import create_model
 from reslab.engine.precision import set_cpu_threads
 from reslab.models import fused
 
-from common import bf16_steps, call_times, parse_args, write_json  # benchmarks/common.py
+from common import bf16_steps, call_times, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 # label: (model, in_chans, batch, image size)
@@ -169,11 +169,7 @@ def main(argv=None) -> int:
             shape = f"{c['input'][1]}->{c['weight'][0]} at {c['input'][2]} px, stride {c['stride']}"
             print(f"    {shape:32s} x{c['count']}: {cells}")
         print(f"  summed over the step's convolutions: {totals}")
-    if args.quick:
-        return 0
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
-              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), "cases": result}  # fmt: skip
-    write_json(args.out, record)
+    write_record(args, threads, cases=result)
     return 0
 
 

@@ -32,6 +32,18 @@ def write_json(out: str | Path, record: dict) -> None:
     print(f"wrote {out}")
 
 
+def write_record(args: argparse.Namespace, threads: int, **fields) -> None:
+    """Writes the run's figures to ``args.out`` with what they were measured under: date,
+    threads, torch version and reslab's CPU memory setting. A ``--quick`` run writes nothing."""
+    if args.quick:
+        return
+    from reslab import cpu_memory
+
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads,
+              "torch": torch.__version__, "cpu_memory": cpu_memory.describe(), **fields}  # fmt: skip
+    write_json(args.out, record)
+
+
 class PlainPadShortcut(nn.Module):
     """The option-A shortcut as PyTorch users write it, ``pad(x[:, :, ::s, ::s])`` over the
     channels: autograd's own backward returns a contiguous gradient (reslab's
