@@ -23,7 +23,6 @@ matrix products (``Conv1x1``).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
