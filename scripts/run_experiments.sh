@@ -131,6 +131,7 @@ figures)
     "fast (wrn16_2)=$D/fmnist_fast_cpu_seed0_2t.json+$D/fmnist_fast_cpu_seeds12_2t.json" \
     "fast, fused kernel=$D/fmnist_fast_cpu_seed0_fused.json+$D/fmnist_fast_cpu_seeds12_fused.json" \
     "fast, fused kernel, progressive resizing=$D/fmnist_fast_cpu_progressive.json" \
+    "fast, fused kernel, 6 epochs (5 minutes)=$D/fmnist_fast_cpu_5min.json" \
     "best (wrn28_2)=$D/fmnist_best_cpu.json"
   ;;
 *)

@@ -201,6 +201,10 @@ def test_time_to_target_and_seed_summary():
     assert summarize_runs(runs)["time_to_target_mean"] is None, "every seed must reach the target"
     res["summary"] = summarize_runs(runs)
     assert describe_result(res).endswith("94% not reached by every seed (seed 0 ended at 94.00%)")
+    for r in runs:
+        r["time_to_target"] = None
+    assert describe_result(res).endswith("94% reached by no seed (seed 0 ended at 94.00%, seed 1 ended "
+                                          "at 95.00%, seed 2 ended at 96.00%)")  # fmt: skip
 
 
 def test_headline_command_records_every_epoch_of_every_seed(tmp_path, capsys):

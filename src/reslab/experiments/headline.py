@@ -154,7 +154,8 @@ def describe_result(res: dict) -> str:
     missed = [r for r in runs if r["time_to_target"] is None]
     if missed:
         who = ", ".join(f"seed {r['seed']} ended at {100 * r['test_acc']:.2f}%" for r in missed)
-        return line + f"{target:g}% not reached by every seed ({who})"
+        verdict = "reached by no seed" if len(missed) == len(runs) else "not reached by every seed"
+        return line + f"{target:g}% {verdict} ({who})"
     each = ", ".join(f"{r['time_to_target']:.0f}" for r in runs)
     mean = s["time_to_target_mean"]
     return line + f"{target:g}% after {mean:.0f} s ({mean / 60:.1f} min) on average (per seed: {each} s)"
