@@ -7,6 +7,7 @@
 #   scripts/run_experiments.sh degradation  # plain vs residual, 20 and 56 layers     (~10 min quiet)
 #   scripts/run_experiments.sh degradation_gpu  # the same on all 54,000 images, 6 epochs (~2 min, one GPU)
 #   scripts/run_experiments.sh transfer     # Fashion-MNIST weights vs scratch, digits (~10 min quiet)
+#   scripts/run_experiments.sh transfergradual  # its gradual arms rerun after a fix, joined  (~2 min quiet)
 #   scripts/run_experiments.sh timing       # seconds per epoch of the three recipes  (~3 min quiet)
 #   scripts/run_experiments.sh sweep        # accuracy after E epochs, 36 recipes     (~20 min on one GPU)
 #   scripts/run_experiments.sh cost         # CPU seconds per epoch of 7 nets          (~5 min quiet)
@@ -58,6 +59,15 @@ transfer)
   # docs/results/transfer.md: digits at 28 px with 5, 20 and all (~115) labels per class.
   $RESLAB experiment transfer --weights reslab:resnet20_fashion_mnist --labels 5 20 0 \
     --strategies linear full gradual discriminative --seeds 0 1 --steps 150 --out "$OUT/transfer"
+  ;;
+transfergradual)
+  # docs/results/transfer.md: the gradual arms rerun after finetune.step_clip fixed their
+  # collapse, joined with the first study (the rerun's arms replace the first run's); the
+  # figure and docs/results/data/transfer.json come from the joined file.
+  $RESLAB experiment transfer --weights reslab:resnet20_fashion_mnist --labels 5 20 0 \
+    --strategies gradual --seeds 0 1 --steps 150 --out "$OUT/transfer_gradual"
+  $RESLAB experiment transfer --merge "$OUT/transfer" "$OUT/transfer_gradual" --out "$OUT/transfer_merged"
+  cp "$OUT/transfer_merged/transfer.json" docs/results/data/transfer.json
   ;;
 timing)
   # docs/results/fashion-mnist.md, "time per epoch": a few training batches through `fit`.
@@ -135,7 +145,7 @@ figures)
     "best (wrn28_2)=$D/fmnist_best_cpu.json"
   ;;
 *)
-  sed -n 2,22p "$0"
+  sed -n 2,24p "$0"
   exit 2
   ;;
 esac

@@ -241,6 +241,38 @@ def test_transfer_budget_rules_and_summary():
     assert row["test_acc_std"] == pytest.approx(np.std([80.0, 90.0], ddof=1))
 
 
+def test_transfer_rerun_merges_over_the_first_study(tmp_path, capsys):
+    # a study, then some arms rerun after a fix: `--merge` keeps the rerun's result of each arm
+    from reslab.cli.main import main
+    from reslab.experiments import transfer
+
+    def study(strategy_accs, seeds=(0, 1)):
+        rows = [{"init": "pretrained", "strategy": st, "labels_per_class": 5, "all_labels": False,
+                 "n_train": 50, "seed": sd, "test_acc": acc + sd, "val_acc": 0.0, "epochs": 25,
+                 "batch_size": 8, "seconds": 1.0} for st, acc in strategy_accs for sd in seeds]  # fmt: skip
+        return {"weights": "reslab:w", "architecture": "resnet20", "rows": rows,
+                "summary": transfer.summarize(rows), "machine": {"cpu": "x"}}  # fmt: skip
+
+    transfer.write_outputs(study([("linear", 50.0), ("gradual", 20.0)]), tmp_path / "first")
+    transfer.write_outputs(study([("gradual", 70.0)]), tmp_path / "rerun")
+    args = ["experiment", "transfer", "--merge", str(tmp_path / "first"), str(tmp_path / "rerun")]
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert "| 5 | 50 | pretrained | gradual | 25 | 70.50 |" in capsys.readouterr().out
+    merged = read_json(tmp_path / "all" / "transfer.json")
+    assert merged["merged_from"] == 2 and len(merged["rows"]) == 4
+    by_arm = {(r["strategy"], r["seed"]): r["test_acc"] for r in merged["rows"]}
+    assert by_arm == {("linear", 0): 50.0, ("linear", 1): 51.0,
+                      ("gradual", 0): 70.0, ("gradual", 1): 71.0}  # fmt: skip
+    assert (tmp_path / "all" / "transfer.png").is_file()
+    other = study([("full", 60.0)])
+    other["weights"] = "timm:resnet50"
+    with pytest.raises(ConfigError, match="different weights"):
+        transfer.merge_results([merged, other])
+    args = ["experiment", "transfer", "--merge", str(tmp_path / "nowhere")]
+    assert main([*args, "--out", str(tmp_path / "x")]) == 2
+    assert "no transfer.json at" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_model_without_traceback(capsys):
     from reslab.cli.main import main
 

@@ -57,21 +57,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--steps", type=int, default=300, help="optimizer steps per arm when --epochs is not given")
     t.add_argument("--device", default="auto")
     t.add_argument("--out", default="runs/transfer")
+    t.add_argument("--merge", nargs="+", metavar="RUN_OUT",
+                   help="train nothing: join the transfer.json of runs into --out; an arm rerun "
+                        "in a later run replaces the earlier result")  # fmt: skip
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """``--merge``: joins finished runs' results (``<experiment>.json``) into ``--out``."""
+    import importlib
+
+    from reslab.errors import ConfigError
+    from reslab.experiments.tables import read_json
+
+    name = f"{args.experiment}.json"
+    paths = [Path(p) / name if Path(p).is_dir() else Path(p) for p in args.merge]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ConfigError(f"--merge: no {name} at {missing}; pass the --out folders of finished "
+                          "runs.")  # fmt: skip
+    module = importlib.import_module(f"reslab.experiments.{args.experiment}")
+    module.write_outputs(module.merge_results([read_json(p) for p in paths]), args.out)
+    print((Path(args.out) / "table.md").read_text())
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.experiment == "degradation" and args.merge:
-        from reslab.errors import ConfigError
-        from reslab.experiments.degradation import merge_results, write_outputs
-        from reslab.experiments.tables import read_json
-
-        paths = [Path(p) / "degradation.json" if Path(p).is_dir() else Path(p) for p in args.merge]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise ConfigError(f"--merge: no degradation.json at {missing}; pass the --out folders of finished runs.")
-        write_outputs(merge_results([read_json(p) for p in paths]), args.out)
-        print((Path(args.out) / "table.md").read_text())
-        return 0
+    if getattr(args, "merge", None):
+        return _merge(args)
     if args.experiment == "degradation":
         from reslab.experiments.degradation import run_degradation
 

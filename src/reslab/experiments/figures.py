@@ -3,9 +3,11 @@
     python -m reslab.experiments.figures runs/exp docs/results/img
 
 Reads whichever of ``gradients/gradients.json``, ``degradation/degradation.json`` and
-``transfer/transfer.json`` exist under the runs folder and writes the PNGs the pages in
-docs/results/ show. The Fashion-MNIST headline figures join a GPU accuracy sweep with CPU
-timings and are drawn by ``scripts/sweep_headline.py --figure/--figure-headline``.
+``transfer_merged/transfer.json`` (a study joined with its reruns by ``reslab experiment
+transfer --merge``), else ``transfer/transfer.json``, exist under the runs folder and writes
+the PNGs the pages in docs/results/ show. The Fashion-MNIST headline figures join a GPU
+accuracy sweep with CPU timings and are drawn by ``scripts/sweep_headline.py
+--figure/--figure-headline``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def draw_all(runs: str | Path, img: str | Path) -> list[Path]:
                 {k: v for k, v in both.items() if k.endswith("trained")}, img / "grad_norms_trained.png",
                 f"Gradient norm per conv after training ({s['train_size']} images, {s['epochs']} epochs)",
             ))  # fmt: skip
-    t = runs / "transfer" / "transfer.json"
+    t = runs / "transfer_merged" / "transfer.json"
+    if not t.is_file():
+        t = runs / "transfer" / "transfer.json"
     if t.is_file():
         r = read_json(t)
         written.append(plots.plot_accuracy_vs_labels(

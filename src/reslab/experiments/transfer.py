@@ -162,6 +162,34 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+def merge_results(parts: Sequence[dict]) -> dict:
+    """Joins transfer studies of the same weights and architecture, the later ones taking
+    precedence: an arm (init, strategy, labels per class, seed) rerun in a later part, e.g.
+    after a fix, replaces the earlier result.
+
+    Args:
+        parts: results dicts (``transfer.json`` contents), oldest first.
+    Returns:
+        One results dict, as ``run_transfer`` writes, with ``merged_from`` (how many parts).
+    Raises:
+        ConfigError: when the parts fine-tuned other weights or another architecture.
+    """
+    if not parts:
+        raise ConfigError("nothing to merge: pass at least one transfer.json.")
+    first = parts[0]
+    arms: dict[tuple, dict] = {}
+    for part in parts:
+        for key in ("weights", "architecture"):
+            if part[key] != first[key]:
+                raise ConfigError(f"cannot merge transfer studies with different {key}: "
+                                  f"{first[key]!r} and {part[key]!r}.")  # fmt: skip
+        for r in part["rows"]:
+            arms[(r["init"], r["strategy"], r["labels_per_class"], r["all_labels"], r["seed"])] = r
+    rows = list(arms.values())
+    return {"weights": first["weights"], "architecture": first["architecture"], "rows": rows,
+            "summary": summarize(rows), "machine": first["machine"], "merged_from": len(parts)}  # fmt: skip
+
+
 TABLE_COLUMNS = (
     ("labels_per_class", "labels / class", "{}"),
     ("n_train", "train images", "{}"),
