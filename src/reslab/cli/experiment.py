@@ -64,9 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _merge(args: argparse.Namespace) -> int:
     """``--merge``: joins finished runs' results (``<experiment>.json``) into ``--out``."""
-    import importlib
-
     from reslab.errors import ConfigError
+    from reslab.experiments import degradation, transfer
     from reslab.experiments.tables import read_json
 
     name = f"{args.experiment}.json"
@@ -75,7 +74,7 @@ def _merge(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"--merge: no {name} at {missing}; pass the --out folders of finished "
                           "runs.")  # fmt: skip
-    module = importlib.import_module(f"reslab.experiments.{args.experiment}")
+    module = {"degradation": degradation, "transfer": transfer}[args.experiment]
     module.write_outputs(module.merge_results([read_json(p) for p in paths]), args.out)
     print((Path(args.out) / "table.md").read_text())
     return 0
