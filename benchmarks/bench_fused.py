@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from reslab import create_model
-from reslab.engine.precision import set_cpu_threads
+from reslab.device import set_cpu_threads
 from reslab.models import fused
 
 from common import interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab import create_model
-from reslab.engine.precision import set_cpu_threads
+from reslab.device import set_cpu_threads
 from reslab.models.layers import Conv1x1, ZeroPadShortcut
 
 from common import PlainPadShortcut, interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py

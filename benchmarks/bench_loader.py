@@ -30,7 +30,7 @@ import torch
 from reslab import create_model
 from reslab.data import load_dataset, make_loader
 from reslab.data.synthetic import make_image_folder
-from reslab.engine.precision import resolve_device, resolve_precision, set_cpu_threads
+from reslab.device import resolve_device, resolve_precision, set_cpu_threads
 
 from common import call_times, write_json  # benchmarks/common.py
 

@@ -19,7 +19,7 @@ import torch
 
 from reslab import create_model
 from reslab.data.loaders import describe_sizes, progressive_sizes
-from reslab.engine.precision import set_cpu_threads
+from reslab.device import set_cpu_threads
 from reslab.models import fused
 
 from common import bf16_steps, parse_args, write_record  # benchmarks/common.py

@@ -31,7 +31,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from reslab import create_model
-from reslab.engine.precision import set_cpu_threads
+from reslab.device import set_cpu_threads
 from reslab.models import fused
 
 from common import bf16_steps, call_times, parse_args, write_record  # benchmarks/common.py

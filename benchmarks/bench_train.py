@@ -45,7 +45,7 @@ from reslab.engine.distributed import DistInfo
 from reslab.engine.loggers import Loggers
 from reslab.engine.loop import TrainStep
 from reslab.engine.optim import build_optimizer
-from reslab.engine.precision import cpu_bf16_support, resolve_device, resolve_precision, set_cpu_threads
+from reslab.device import cpu_bf16_support, resolve_device, resolve_precision, set_cpu_threads
 from reslab.engine.schedule import build_schedule
 from reslab.engine.signals import StopSignals
 from reslab.engine.trainer import Trainer

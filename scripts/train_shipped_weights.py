@@ -16,7 +16,6 @@ On a 2-core CPU the recipe takes an estimated 2 to 4.5 hours; on one GPU, 2.5 mi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -37,14 +36,6 @@ RECIPE = {  # flag -> value of `reslab train`
     "--seed": "0",
 }
 OVERRIDES = ["model.in_chans=1"]  # Fashion-MNIST is grey; said explicitly for the record
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit() -> str:
@@ -74,7 +65,7 @@ def measure_test_accuracy(name: str, weights_dir: Path, data: str, device: str) 
     import reslab
     from reslab.data import load_dataset, make_loader
     from reslab.engine.loop import evaluate
-    from reslab.engine.precision import resolve_device, resolve_precision
+    from reslab.device import resolve_device, resolve_precision
 
     card = json.loads((weights_dir / f"{name}.json").read_text())
     pre = card["preprocess"]
@@ -101,6 +92,8 @@ def write_card(name: str, weights_dir: Path, run_dir: Path, cmd: list[str], devi
     import yaml
     from safetensors import safe_open
 
+    from reslab.files import hash_file
+
     path = weights_dir / f"{name}.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
@@ -123,7 +116,7 @@ def write_card(name: str, weights_dir: Path, run_dir: Path, cmd: list[str], devi
         },
         "params": n_params,
         "file_bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "sha256": hash_file(path),
         "data": "Fashion-MNIST (Xiao et al. 2017): 60,000 training images split 54,000 train / "
                 "6,000 val (stratified, seed 0), 28x28 grey, 10 classes",
         "command": shlex.join(cmd),

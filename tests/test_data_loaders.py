@@ -10,8 +10,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
-from reslab.data import class_weights, eval_transform, load_dataset, make_loader, mixup_cutmix
-from reslab.data import batch_ops
+from reslab.data import (
+    batch_ops,
+    class_weights,
+    eval_transform,
+    load_dataset,
+    make_loader,
+    mixup_cutmix,
+)
 from reslab.data.bundle import Split
 from reslab.data.loaders import describe_sizes, progressive_sizes
 from reslab.data.sampling import epoch_indices, generator

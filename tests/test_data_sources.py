@@ -13,7 +13,7 @@ from PIL import Image
 
 from reslab.data import load_dataset
 from reslab.data.bundle import check_classes
-from reslab.data.cache import cache_path, decode_files_cached, file_fingerprint, cache_key
+from reslab.data.cache import cache_key, cache_path, decode_files_cached, file_fingerprint
 from reslab.data.digits import read_digits, write_digits_folder
 from reslab.data.splits import stratified_split
 from reslab.data.synthetic import make_image_folder

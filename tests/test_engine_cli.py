@@ -13,8 +13,8 @@ import reslab
 from reslab.cli.main import main
 from reslab.config import load_config
 from reslab.engine import lr_find
-from reslab.engine.checkpoint import load_checkpoint
 from reslab.engine.lr_finder import suggest
+from reslab.files import load_checkpoint
 
 FAST = ["data.check=false", "data.limit_train=256", "data.limit_val=64", "threads=1"]
 

@@ -19,7 +19,7 @@ import torch
 
 from reslab.config import load_config
 from reslab.engine import fit
-from reslab.engine.checkpoint import load_checkpoint
+from reslab.files import load_checkpoint
 
 ARGS = {
     "data.source": "digits", "data.batch_size": 64, "data.limit_train": 512, "data.augment": "none",

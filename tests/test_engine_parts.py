@@ -21,14 +21,13 @@ import torch
 
 import reslab
 from reslab.config import OptimConfig, ScheduleConfig
-from reslab.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from reslab.engine.ema import ModelEma
 from reslab.engine.optim import build_optimizer, split_decay
 from reslab.engine.run_dir import prepare_run_dir
 from reslab.engine.schedule import LRFactor, build_schedule
 from reslab.engine.state import capture_rng_state, restore_rng_state
 from reslab.errors import ConfigError
-
+from reslab.files import atomic_write_bytes, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -183,7 +182,7 @@ def test_atomic_write_survives_a_writer_killed_mid_save(tmp_path: Path):
     # once half of the new bytes are on disk.
     script = textwrap.dedent(f"""
         import io, sys, time, torch
-        from reslab.engine.checkpoint import atomic_write_bytes
+        from reslab.files import atomic_write_bytes
         buf = io.BytesIO()
         torch.save({{"format": "reslab-checkpoint", "model": {{"w": torch.randn(16_000_000)}}, "epoch": 2}}, buf)
         data = buf.getvalue()
@@ -234,8 +233,8 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path):
 def test_grad_scaler_path_equals_unscaled_path():
     """The fp16 path (GradScaler: scale, unscale before clipping, step, update) must give
     the same update as the plain path; checked with the CPU GradScaler."""
+    from reslab.device import resolve_precision
     from reslab.engine.loop import RunningStats, TrainStep
-    from reslab.engine.precision import resolve_precision
 
     x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 10, (8,))
     cfg = OptimConfig(name="sgd", lr=0.05)

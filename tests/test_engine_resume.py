@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reslab.engine.checkpoint import load_checkpoint
+from reslab.files import load_checkpoint
 
 RECIPE = [
     "--data", "digits", "--model", "resnet20", "--epochs", "3", "--batch-size", "32",

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 import reslab
 from reslab.config import load_config
 from reslab.data import load_dataset, make_loader
+from reslab.device import resolve_precision
 from reslab.engine import Callback, NonFiniteLossError, fit
-from reslab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.engine.loop import RunningStats, TrainStep
 from reslab.engine.optim import build_optimizer
-from reslab.engine.precision import resolve_precision
 from reslab.engine.schedule import build_schedule
-
+from reslab.files import load_checkpoint
+from reslab.models.checkpoint import model_from_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 from sklearn import metrics as skm
+from test_evaluate_helpers import copy_run, digits_run, torch_threads
 
 from reslab.cli.main import main
 from reslab.data import load_dataset, make_loader
-from reslab.engine.checkpoint import model_from_checkpoint
 from reslab.errors import DataError
 from reslab.evaluate import evaluate, load_run
-from test_evaluate_helpers import copy_run, digits_run, torch_threads
+from reslab.models.checkpoint import model_from_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
+from test_evaluate_helpers import torch_threads
 
 from reslab.errors import ConfigError, DataError
 from reslab.evaluate import (
@@ -20,7 +21,6 @@ from reslab.evaluate import (
     reliability_bins,
     topk_accuracy,
 )
-from test_evaluate_helpers import torch_threads
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,11 @@ import torch
 from torch.nn import functional as F
 
 from reslab import create_model
+from reslab.data.splits import stratified_subset
 from reslab.errors import ConfigError
 from reslab.experiments import gradients as G
 from reslab.experiments import plots
-from reslab.experiments.degradation import merge_results, run_degradation, stratified_subset, write_outputs
+from reslab.experiments.degradation import merge_results, run_degradation, write_outputs
 from reslab.experiments.headline import describe_result, summarize_runs, time_to_target
 from reslab.experiments.tables import markdown_table, read_json, write_json
 from reslab.experiments.transfer import batch_size_for, epochs_for, summarize

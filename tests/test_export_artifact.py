@@ -12,11 +12,10 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_export_support import digits_checkpoint, one_thread, split_tensors, trained_digits_model
 
 from reslab.cli.main import main
 from reslab.export import export_model
-from test_export_support import digits_checkpoint, one_thread, split_tensors, trained_digits_model
-
 
 # torch.jit.load is deprecated in favour of torch.export, but TorchScript is what we test here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")

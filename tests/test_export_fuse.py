@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_export_support import one_thread
 from torch import nn
 
 import reslab
 from reslab.export.fuse import fold_batchnorm, fold_conv_bn
 from reslab.models import FrozenBatchNorm2d, ResNet
-from test_export_support import one_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -84,7 +84,7 @@ def trained_digits_model() -> torch.nn.Module:
 
 def digits_checkpoint(path, model: torch.nn.Module | None = None, source: str = "digits") -> str:
     """Writes a reslab checkpoint of ``model`` (default: the trained digits model) naming ``source``."""
-    from reslab.engine.checkpoint import save_checkpoint
+    from reslab.files import save_checkpoint
 
     model = model or trained_digits_model()
     bundle = digits_bundle()

@@ -13,7 +13,6 @@ from reslab.errors import ConfigError
 from reslab.finetune.bn import FixedStatsBatchNorm2d, apply_bn_policy, bn_policy_of
 from reslab.finetune.strategies import set_trainable, trainable_groups
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

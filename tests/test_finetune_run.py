@@ -11,10 +11,12 @@ import torch
 
 from reslab.cli.main import main
 from reslab.config import load_config
-from reslab.engine import Callback, fit, load_checkpoint, model_from_checkpoint
+from reslab.engine import Callback, fit
 from reslab.engine.signals import TrainingInterrupted
 from reslab.errors import ConfigError, WeightsError
+from reslab.files import load_checkpoint
 from reslab.finetune import finetune
+from reslab.models.checkpoint import model_from_checkpoint
 
 FAST = ["threads=1", "precision=fp32", "data.check=false"]
 

@@ -28,7 +28,6 @@ from reslab.finetune.strategies import (
     trainable_groups,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_evaluate_helpers import digits_run, torch_threads
 
 import reslab
 from reslab.cli.main import main
 from reslab.errors import ConfigError
 from reslab.evaluate import grad_cam
-from test_evaluate_helpers import digits_run, torch_threads
 
 SIZE, PATCH = 24, 6
 

@@ -24,7 +24,6 @@ from reslab.models import (
     Bottleneck,
     Conv1x1,
     DropPath,
-    FrozenBatchNorm2d,
     GlobalAvgPool,
     PreActBasicBlock,
     PreActBottleneck,

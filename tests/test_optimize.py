@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_export_support import one_thread, split_tensors, top1, trained_digits_model
 from torch import nn
 
-from reslab.engine.precision import cpu_bf16_support
+from reslab.device import cpu_bf16_support
 from reslab.errors import ConfigError
 from reslab.export import optimize_for_inference
 from reslab.export.parity import TOLERANCES
-from test_export_support import one_thread, split_tensors, top1, trained_digits_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_evaluate_helpers import digits_run, torch_threads
 
 from reslab.cli.main import main
 from reslab.data import load_dataset
 from reslab.evaluate import expand_paths, load_run, predict
-from test_evaluate_helpers import digits_run, torch_threads
 
 N_GOOD = 24
 

@@ -16,10 +16,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 import reslab
-from reslab.engine.checkpoint import save_checkpoint
 from reslab.errors import WeightsError
-from reslab.models import create_model
-from reslab.models import hub
+from reslab.files import save_checkpoint
+from reslab.models import create_model, hub
 from reslab.models.convert import adapt_input_conv, convert_hf_state_dict, detect_layout
 from reslab.models.pretrained import load_pretrained, weights_info
 
@@ -362,7 +361,7 @@ def test_run_folder_and_checkpoint(tmp_path):
 
 
 def test_ema_run_loads_the_weights_it_evaluated(tmp_path):
-    from reslab.engine.checkpoint import model_from_checkpoint
+    from reslab.models.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
     raw, ema = (randomize_bn(create_model("resnet20"), seed=s) for s in (1, 2))

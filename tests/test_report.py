@@ -12,9 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
+from test_evaluate_helpers import copy_run, digits_run, torch_threads
 
 from reslab.cli.main import main
-from test_evaluate_helpers import copy_run, digits_run, torch_threads
 
 SECTIONS = ["model", "data", "training", "evaluation", "calibration", "top-losses", "config"]
 
@@ -146,7 +146,7 @@ def test_report_without_its_dataset_is_partial_not_fatal(tmp_path_factory, tmp_p
     config, with the reason the data sections are missing."""
     import torch
 
-    from reslab.engine.checkpoint import save_checkpoint
+    from reslab.files import save_checkpoint
 
     run = copy_run(digits_run(tmp_path_factory), tmp_path / "run")
     ckpt_path = run / "checkpoints" / "best.pt"

@@ -24,7 +24,6 @@ from reslab.experiments.teaching import (
     toy_stack,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

@@ -471,7 +471,7 @@ def load_config(
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML (atomically)."""
-    from .engine.checkpoint import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     atomic_write_bytes(path, lambda f: f.write(text.encode()))

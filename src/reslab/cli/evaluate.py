@@ -28,12 +28,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from reslab.engine.precision import resolve_device
     from reslab.errors import ConfigError
     from reslab.evaluate import evaluate, fit_temperature
-    from reslab.evaluate.loading import (TEMPERATURE_FILE, load_eval_data, load_run, pick_split,
-                                         write_temperature)
+    from reslab.evaluate.loading import (
+        TEMPERATURE_FILE,
+        load_eval_data,
+        load_run,
+        pick_split,
+        write_temperature,
+    )
     from reslab.evaluate.report import EVAL_DIR
+
+    from ..device import resolve_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, received {args.batch_size}.")

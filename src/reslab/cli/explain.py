@@ -19,8 +19,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from reslab.engine.precision import resolve_device
     from reslab.evaluate import explain_images, load_run
+
+    from ..device import resolve_device
 
     loaded = load_run(args.checkpoint, resolve_device(args.device))
     out = Path(args.out) if args.out else ((loaded.run_dir or Path(".")) / "explain")

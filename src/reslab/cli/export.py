@@ -39,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_out(checkpoint: str, fmt: str, precision: str) -> Path:
     """Where an artifact goes without ``--out``: inside the run folder, one folder per format
     and precision, so exports of one run sit together and do not replace each other."""
-    from ..evaluate.loading import resolve_checkpoint
+    from ..run_folder import RunFolder
 
-    path, run_dir = resolve_checkpoint(checkpoint)
+    path, run = RunFolder.resolve_checkpoint(checkpoint)
     name = fmt if precision == "fp32" else f"{fmt}-{precision}"
-    return run_dir / "export" / name if run_dir else path.with_name(f"{path.stem}-{name}")
+    return run.path / "export" / name if run else path.with_name(f"{path.stem}-{name}")
 
 
 def run(args: argparse.Namespace) -> int:

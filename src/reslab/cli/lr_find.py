@@ -31,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from reslab.config import load_config, parse_overrides
     from reslab.engine.lr_finder import lr_find
-    from reslab.engine.run_dir import write_json
     from reslab.errors import ConfigError
+
+    from ..files import write_json
 
     flags = {"data.source": args.data, "model.name": args.model, "data.batch_size": args.batch_size,
              "device": args.device, "precision": args.precision, "seed": args.seed}  # fmt: skip

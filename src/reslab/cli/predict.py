@@ -49,9 +49,10 @@ def run(args) -> int:
     import json
     import sys
 
-    from reslab.engine.precision import resolve_device
     from reslab.errors import ConfigError
     from reslab.evaluate import load_run, predict
+
+    from ..device import resolve_device
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be >= 1, received {args.topk}.")

@@ -14,8 +14,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from reslab.engine.precision import resolve_device
     from reslab.evaluate import write_report
+
+    from ..device import resolve_device
 
     path = write_report(args.run_dir, data=args.data, split=args.split, top_losses=args.top_losses,
                         layer=args.layer, device=resolve_device(args.device))

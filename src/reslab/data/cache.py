@@ -67,7 +67,7 @@ def save_cached(key: str, tensors: dict[str, torch.Tensor], meta: dict, root=Non
     """Writes the cache atomically; returns its path, or None when the folder is not writable."""
     from safetensors.torch import save
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     path = cache_path(key, root)
     blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"reslab": json.dumps(meta)})

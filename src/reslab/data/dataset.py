@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, DataError
-from .builtins import BuiltinData, parse_builtin, read_cifar, read_digits_builtin, read_fashion_mnist_cached
+from .builtin_datasets import (
+    BuiltinData,
+    parse_builtin,
+    read_cifar,
+    read_digits_builtin,
+    read_fashion_mnist_cached,
+)
 from .bundle import DataBundle, Split
 from .cache import decode_files, decode_files_cached
 from .health import MIN_PER_CLASS, HealthReport, check_scan, check_tensors, tensor_groups
@@ -81,16 +87,6 @@ def _builtin_data(name: str, root: str | None, val_fraction: float, seed: int, d
     groups = tensor_groups(x).tolist()  # pixel-identical images stay on one side
     keep, held = stratified_split(y, val_fraction, seed, groups=groups)
     return data, {"train": keep, "val": held}, {"test": "official test set"}
-
-
-def builtin_splits_for_check(name: str, root: str | None = None) -> tuple[dict, list[str]]:
-    """The published splits of a built-in, for ``check_dataset``."""
-    if name == "digits":
-        data, idx = read_digits_builtin(0.1, 0)
-        x, y = data.train
-        return {k: (x[v], y[v]) for k, v in idx.items()}, data.classes
-    data = read_fashion_mnist_cached(root) if name == "fashion-mnist" else read_cifar(name, root)
-    return {"train": data.train, "test": data.test}, data.classes
 
 
 def _load_builtin(name, root, *, val_fraction, seed, image_size, in_chans, check, log, mean, std,

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file, read in chunks (constant memory)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..files import hash_file
 
 
 def verify_file(path: str | os.PathLike, *, md5: str | None = None, sha256: str | None = None) -> None:
@@ -30,7 +21,7 @@ def verify_file(path: str | os.PathLike, *, md5: str | None = None, sha256: str 
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
         if expected is None:
             continue
-        got = file_digest(path, algorithm)
+        got = hash_file(path, algorithm)
         if got != expected.lower():
             raise DataError(
                 f"{path}: {algorithm} is {got}, expected {expected}. The file is corrupted or "

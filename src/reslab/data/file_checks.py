@@ -8,7 +8,6 @@ EXIF rotation, extreme sizes and decompression bombs.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections import defaultdict
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
+from ..files import hash_file
 from .images import MAX_PIXELS
 
 _MAGIC = (
@@ -43,15 +43,6 @@ def looks_like_image(path: str) -> bool:
     return any(head[off : off + len(sig)] == sig for off, sig in _MAGIC)
 
 
-def content_hash(path: str, chunk: int = 1 << 20) -> str:
-    """blake2b digest of a file's bytes (exact-duplicate detection)."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def duplicate_groups(paths: list[str], sizes: list[int]) -> dict[str, str]:
     """Exact duplicates: ``{path: content hash}`` for every file that has a twin.
 
@@ -74,7 +65,7 @@ def duplicate_groups(paths: list[str], sizes: list[int]) -> dict[str, str]:
 
 def _safe_hash(path: str) -> str | None:
     try:
-        return content_hash(path)
+        return hash_file(path, "blake2b", digest_size=16)
     except OSError:
         return None
 

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .file_checks import MAX_ASPECT, MAX_SIDE, MIN_SIDE, duplicate_groups, inspect_images, looks_like_image
+from .file_checks import (
+    MAX_ASPECT,
+    MAX_SIDE,
+    MIN_SIDE,
+    duplicate_groups,
+    inspect_images,
+    looks_like_image,
+)
 from .images import MAX_PIXELS
 from .sources import Scan, scan_source
 
@@ -318,11 +325,11 @@ def check_dataset(source: str | os.PathLike, *, full: bool = True, min_per_class
     Returns:
         A ``HealthReport``; ``report.blocking`` says whether training should refuse it.
     """
-    from .builtins import parse_builtin
+    from .builtin_datasets import parse_builtin
 
     builtin = parse_builtin(str(source))
     if builtin is not None and not os.path.exists(str(source)):
-        from .dataset import builtin_splits_for_check
+        from .builtin_datasets import builtin_splits_for_check
 
         splits, classes = builtin_splits_for_check(*builtin)
         return check_tensors(str(source), splits, classes, min_per_class)

@@ -28,14 +28,19 @@ from .bundle import Split
 from .images import load_image_tensor, skip_reason
 from .sampling import derive_seed, epoch_indices, generator
 from .transforms import (
-    AugmentSpec, eval_tensor_transform, policy_transform, resolve_augment, to_channels, train_transform,
+    AugmentSpec,
+    eval_tensor_transform,
+    policy_transform,
+    resolve_augment,
+    to_channels,
+    train_transform,
 )  # fmt: skip
 
 
 def _resolve_device(device: Any) -> torch.device:
     if isinstance(device, torch.device):
         return device
-    from ..engine.precision import resolve_device
+    from ..device import resolve_device
 
     return resolve_device(str(device))
 

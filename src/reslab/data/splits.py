@@ -59,3 +59,28 @@ def stratified_split(
         held_unit[members[:k]] = True
     held = held_unit[unit_of]
     return torch.from_numpy(np.nonzero(~held)[0]), torch.from_numpy(np.nonzero(held)[0])
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of ``n`` items with (as nearly as possible) equal counts per class.
+
+    Args:
+        labels: int64 (N,).
+        n: how many to keep (all if n >= N).
+        seed: which ones.
+    Returns:
+        Sorted int64 indices.
+    """
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=gen)
+    classes = labels.unique().tolist()
+    per_class = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
+    keep = []
+    for i in order.tolist():
+        c = int(labels[i])
+        if per_class[c] > 0:
+            per_class[c] -= 1
+            keep.append(i)
+    return torch.tensor(sorted(keep), dtype=torch.int64)

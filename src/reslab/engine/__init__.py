@@ -26,12 +26,6 @@ _EXPORTS = {
     "build_schedule": "schedule",
     "lr_find": "lr_finder",
     "LRFindResult": "lr_finder",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "model_from_checkpoint": "checkpoint",
-    "resolve_device": "precision",
-    "resolve_precision": "precision",
-    "set_cpu_threads": "precision",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import Precision
 from .distributed import all_reduce_sum
-from .precision import Precision
 
 
 def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.Generator:

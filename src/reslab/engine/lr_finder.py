@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
+from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError
 from .optim import build_optimizer
-from .precision import resolve_device, resolve_precision, set_cpu_threads
 from .state import seed_everything
 
 

@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
-from .checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def default_run_dir(model_name: str) -> Path:
@@ -73,12 +71,6 @@ def check_free_space(path: str | os.PathLike, need_bytes: int) -> None:
             f"{need_bytes / 1e6:.0f} MB and a run keeps up to three (last, best, the one being "
             "written). Free some space or choose another --out."
         )
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically writes ``obj`` as indented JSON."""
-    text = json.dumps(obj, indent=2, default=str) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 class RunLog:

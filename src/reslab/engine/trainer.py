@@ -20,13 +20,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes, save_checkpoint
+from ..device import Precision
+from ..files import atomic_write_bytes, save_checkpoint, write_json
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .loggers import Loggers, MetricsFiles
 from .loop import RunningStats, TrainStep, evaluate
-from .precision import Precision
 from .progress import EpochProgress
-from .run_dir import write_json
 from .signals import CheckpointWriteError, NonFiniteLossError, StopSignals, TrainingInterrupted
 from .state import capture_rng_state, restore_rng_state
 
@@ -404,7 +403,7 @@ class Trainer:
     def _best_weights(self) -> dict[str, torch.Tensor]:
         best = self.run_dir / "checkpoints" / "best.pt"
         if best.exists():
-            from .checkpoint import load_checkpoint
+            from ..files import load_checkpoint
 
             return load_checkpoint(best, map_location=self.device)["model"]
         return self._eval_model().state_dict()

@@ -16,19 +16,24 @@ from torch import nn
 
 from .. import cpu_memory
 from ..config import TrainConfig
+from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError, DataError
+from ..files import load_checkpoint, write_json
 from ..models import fused as fused_bn
 from .callbacks import Callback, EarlyStopping
-from .checkpoint import load_checkpoint
 from .distributed import (
-    DistInfo, broadcast_object, cleanup_distributed, dist_from_env, init_distributed, wrap_ddp,
+    DistInfo,
+    broadcast_object,
+    cleanup_distributed,
+    dist_from_env,
+    init_distributed,
+    wrap_ddp,
 )  # fmt: skip
 from .ema import ModelEma
 from .loggers import Loggers, check_trackers, make_loggers
 from .loop import TrainStep
 from .optim import build_optimizer
-from .precision import resolve_device, resolve_precision, set_cpu_threads
-from .run_dir import RunLog, check_free_space, default_run_dir, prepare_run_dir, write_json
+from .run_dir import RunLog, check_free_space, default_run_dir, prepare_run_dir
 from .schedule import build_schedule
 from .state import seed_everything
 from .trainer import RunResult, Trainer  # noqa: F401 - RunResult is fit's return type

@@ -231,7 +231,6 @@ def _as_batches(loader_or_split, model: nn.Module, batch_size: int, preprocess: 
     if not is_split:
         return loader_or_split
     from ..data import make_loader
-
     from .loading import preprocess_of
 
     return make_loader(

@@ -3,7 +3,7 @@
 ``fast_model`` is the one seam between evaluate / predict and the export module's
 ``optimize_for_inference`` (BatchNorm folded into the convolutions, channels_last, bf16
 where the CPU has native bf16). Where that path is unavailable or fails, it falls back
-to eager PyTorch in the precision ``engine.precision`` picks, and says why.
+to eager PyTorch in the precision ``reslab.device`` picks, and says why.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ..engine.precision import resolve_precision
+from ..device import resolve_precision
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 

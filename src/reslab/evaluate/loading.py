@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..errors import ConfigError, DataError, WeightsError
+from ..files import load_checkpoint
+from ..models.checkpoint import model_from_checkpoint
+from ..run_folder import RunFolder
 
 TEMPERATURE_FILE = "temperature.json"
 
@@ -39,25 +41,6 @@ class LoadedRun:
         return str(src) if src else None
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(checkpoint file, run folder or None)`` for a file or a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
-            if cand.exists():
-                return cand, path
-        raise WeightsError(
-            f"{path} is a folder without checkpoints/best.pt or checkpoints/last.pt; "
-            "pass a run folder made by `reslab train` or a checkpoint file."
-        )
-    if not path.exists():
-        raise WeightsError(f"checkpoint {path} does not exist; pass a .pt file or a run folder.")
-    run = path.parent.parent if path.parent.name == "checkpoints" else None
-    if run is not None and not any((run / f).exists() for f in ("config.yaml", "metrics.jsonl")):
-        run = None
-    return path, run
-
-
 def preprocess_of(model: nn.Module) -> dict:
     """The model's saved ``preprocess``, or one derived from its ``default_cfg``."""
     pre = getattr(model, "preprocess", None)
@@ -67,7 +50,7 @@ def preprocess_of(model: nn.Module) -> dict:
     if "input_size" not in cfg:
         raise WeightsError(
             "the model has no 'preprocess' (input size, mean, std); load it with "
-            "reslab.engine.checkpoint.model_from_checkpoint or pass preprocess=..."
+            "reslab.models.checkpoint.model_from_checkpoint or pass preprocess=..."
         )
     c, h, w = cfg["input_size"]
     crop_pct = float(cfg.get("crop_pct", 1.0))
@@ -114,7 +97,8 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     Returns:
         A ``LoadedRun`` with the model in eval mode.
     """
-    ckpt_path, run_dir = resolve_checkpoint(path)
+    ckpt_path, run = RunFolder.resolve_checkpoint(path)
+    run_dir = run.path if run else None
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     classes = list(ckpt.get("classes") or [])

@@ -23,7 +23,6 @@ from ..errors import ConfigError, DataError
 from .inference import fast_model, model_device
 
 
-
 @dataclass
 class Prediction:
     """The model's answer for one file.

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..engine.checkpoint import atomic_write_bytes
 from ..errors import ConfigError, ReslabError
+from ..files import atomic_write_bytes
 from . import report_html as H
 from .evaluate import evaluate, metrics_from_logits
 from .inference import fast_model, model_device

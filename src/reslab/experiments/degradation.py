@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..data.splits import stratified_subset
 from ..errors import ConfigError
 from . import plots
 from .gradients import conv_grad_norms, early_late_ratio, gradient_profile, spread
@@ -54,31 +55,6 @@ def _check_args(models: Sequence[str], epochs: int, subset: int | None, test_sub
     for name, v in (("--subset", subset), ("--test-subset", test_subset), ("--val-subset", val_subset)):
         if v is not None and v < 10:
             raise ConfigError(f"{name} must be at least 10 images (one per class), received {v}.")
-
-
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Indices of ``n`` items with (as nearly as possible) equal counts per class.
-
-    Args:
-        labels: int64 (N,).
-        n: how many to keep (all if n >= N).
-        seed: which ones.
-    Returns:
-        Sorted int64 indices.
-    """
-    if n >= len(labels):
-        return torch.arange(len(labels))
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=gen)
-    classes = labels.unique().tolist()
-    per_class = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
-    keep = []
-    for i in order.tolist():
-        c = int(labels[i])
-        if per_class[c] > 0:
-            per_class[c] -= 1
-            keep.append(i)
-    return torch.tensor(sorted(keep), dtype=torch.int64)
 
 
 def train_one(
@@ -178,7 +154,7 @@ def run_degradation(
         The results dict written to ``out/degradation.json``.
     """
     from ..data import load_dataset, make_loader
-    from ..engine.precision import resolve_device
+    from ..device import resolve_device
     from ..models import count_params, create_model
 
     models = list(models)

@@ -16,7 +16,7 @@ def accuracy_on(model: torch.nn.Module, loader, precision=None, tta_flip: bool =
     Args:
         model: the network; evaluated in eval mode, its mode restored afterwards.
         loader: yields ``(x (B, C, H, W), y (B,))`` already on the model's device.
-        precision: a ``reslab.engine.precision.Precision`` (autocast + memory layout), or
+        precision: a ``reslab.device.Precision`` (autocast + memory layout), or
             None for fp32.
         tta_flip: average the softmax of the image and its mirror (test-time augmentation).
     Returns:

@@ -163,7 +163,7 @@ def real_batch(dataset: str, n: int, seed: int = 1, device: str = "cpu"):
         ``(x (n, C, H, W) float, y (n,) int64, bundle)``.
     """
     from ..data import load_dataset, make_loader
-    from .degradation import stratified_subset
+    from ..data.splits import stratified_subset
 
     # no health check: one batch is read, and a measurement should not refuse a dataset
     bundle = load_dataset(dataset, seed=0, check=False, log=None)

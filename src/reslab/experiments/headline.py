@@ -68,8 +68,8 @@ def run_recipe(
         "train_seconds", "wall_seconds", "time_to_target"}], "summary": {...}}``.
     """
     from ..data import load_dataset, make_loader
+    from ..device import resolve_device
     from ..engine import fit
-    from ..engine.precision import resolve_device
     from .evaluation import test_eval_callback
 
     if not seeds:

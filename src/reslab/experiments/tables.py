@@ -35,7 +35,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores this process may use, torch version and the precision chosen."""
     import torch
 
-    from ..engine.precision import cpu_bf16_support
+    from ..device import cpu_bf16_support
 
     model = platform.processor() or "unknown CPU"
     try:

@@ -141,7 +141,8 @@ def export_model(
     Raises:
         ConfigError for unsupported options; ParityError when the artifact disagrees.
     """
-    from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..files import load_checkpoint
+    from ..models.checkpoint import model_from_checkpoint
     from .samples import samples_for
 
     say = log or (lambda _m: None)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import cpu_memory
-from ..engine.precision import cpu_bf16_support, resolve_device, set_cpu_threads
+from ..device import cpu_bf16_support, resolve_device, set_cpu_threads
 
 
 @dataclass
@@ -164,7 +164,7 @@ def _inference_paths(
 
 
 def _train_paths(peer, ours, x, device) -> dict:
-    from ..engine.precision import resolve_precision
+    from ..device import resolve_precision
 
     y = torch.randint(0, 10, (len(x),), device=device)
     prec = resolve_precision(device, "auto")

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..engine.precision import cpu_bf16_support
+from ..device import cpu_bf16_support
 from ..errors import ConfigError
 from .fuse import fold_batchnorm
 from .parity import batches_of, compare_logits

@@ -19,15 +19,21 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..engine import Callback, RunResult, fit
-from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import dist_from_env
-from ..engine.run_dir import RunLog, default_run_dir, prepare_run_dir, write_json
+from ..engine.run_dir import RunLog, default_run_dir, prepare_run_dir
 from ..engine.state import seed_everything
 from ..errors import ConfigError
+from ..files import load_checkpoint, write_json
 from .bn import apply_bn_policy, describe_bn
 from .defaults import FinetunePlan, choose_plan
 from .step_clip import StepClip, resolve_step_clip
-from .strategies import build_param_groups, describe, resolve_lr_decay, set_trainable, trainable_groups
+from .strategies import (
+    build_param_groups,
+    describe,
+    resolve_lr_decay,
+    set_trainable,
+    trainable_groups,
+)
 from .unfreeze import Unfreezer
 
 MIN_BATCH = 8  # images per step below which even frozen-BN fine-tuning gets noisy gradients

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig, save_config
+from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..engine import RunResult
-from ..engine.checkpoint import atomic_write_bytes, save_checkpoint
 from ..engine.loggers import MetricsFiles, make_loggers
 from ..engine.loop import evaluate
-from ..engine.precision import resolve_device, resolve_precision, set_cpu_threads
-from ..engine.run_dir import prepare_run_dir, write_json
+from ..engine.run_dir import prepare_run_dir
 from ..engine.state import seed_everything
+from ..files import atomic_write_bytes, save_checkpoint, write_json
 from .features import extract_features, train_head
 
 

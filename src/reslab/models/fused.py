@@ -106,7 +106,7 @@ def enable(log: Callable[[str], None] | None = None) -> tuple[bool, str]:
 
 
 def enable_for(precision, log: Callable[[str], None] | None = None) -> str | None:
-    """``enable()`` when ``precision`` (``reslab.engine.precision.Precision``) is bf16 +
+    """``enable()`` when ``precision`` (``reslab.device.Precision``) is bf16 +
     channels_last on CPU, the case the kernel serves. Returns what happened, or ``None``."""
     if precision.device.type != "cpu" or precision.dtype != torch.bfloat16 or not precision.channels_last:
         return None

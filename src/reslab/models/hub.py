@@ -18,7 +18,6 @@ Nothing here imports timm, transformers or huggingface_hub unless a call needs t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import WeightsError
+from ..files import hash_file
 
 SCHEMES = ("torchvision", "timm", "hf", "reslab")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -574,7 +574,7 @@ def resolve_reslab(
     if not path.is_file():
         raise WeightsError(f"reslab:{name}: the card exists but {path} does not; reinstall reslab "
                            "or restore the file.")
-    digest = sha256_file(path)
+    digest = hash_file(path)
     if digest != card["sha256"].lower():
         raise WeightsError(
             f"reslab:{name}: {path} has SHA-256 {digest}, but its card says {card['sha256']}: "
@@ -583,9 +583,3 @@ def resolve_reslab(
     return path, card
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -1,7 +1,7 @@
 """Pretrained weights in, safely: ``load_pretrained(model, source)`` and ``weights_info(source)``.
 
 Safety: files are read with safetensors or ``torch.load(weights_only=True)`` (through
-``reslab.engine.checkpoint.load_checkpoint``), which cannot run code; a file that carries
+``reslab.files.load_checkpoint``), which cannot run code; a file that carries
 pickled Python objects is refused with an explanation instead of being trusted.
 
 Matching: every tensor of the model must be found in the weights with the same shape, with
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..run_folder import RunFolder
 from . import hub
 from .convert import (
     adapt_input_conv,
@@ -111,7 +112,7 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     Raises:
         WeightsError: unreadable, pickle-carrying, or holding no state dict.
     """
-    from ..engine.checkpoint import load_checkpoint
+    from ..files import load_checkpoint
 
     path = Path(path)
     kind = _sniff(path)
@@ -137,7 +138,7 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if isinstance(obj, Mapping) and "model" in obj:
         extras = {k: obj[k] for k in ("model_args", "classes", "preprocess") if k in obj}
         # An EMA run evaluates (and so picks its best epoch by) the averaged weights: use them,
-        # as reslab.engine.checkpoint.model_from_checkpoint does.
+        # as reslab.models.checkpoint.model_from_checkpoint does.
         ema = obj.get("ema")
         ema_on = bool(((obj.get("config") or {}).get("ema") or {}).get("enabled"))
         if ema_on and isinstance(ema, Mapping) and is_state_dict(ema.get("model")):
@@ -177,12 +178,11 @@ def _open_source(source, *, download, weights_dir, log) -> _Source:
 
 def _open_path(path: Path) -> _Source:
     if path.is_dir():
-        if (path / "checkpoints").is_dir():  # a reslab run folder: checkpoints/best.pt
-            best = path / "checkpoints" / "best.pt"
-            file = best if best.exists() else path / "checkpoints" / "last.pt"
-            if file.exists():
-                sd, extras = read_weights_file(file)
-                return _from_reslab_checkpoint({"model": sd, **extras}, file)
+        run = RunFolder(path)
+        if run.checkpoints.is_dir() and (run.best.is_file() or run.last.is_file()):
+            file = RunFolder.resolve_checkpoint(path)[0]  # a reslab run folder: best.pt, else last.pt
+            sd, extras = read_weights_file(file)
+            return _from_reslab_checkpoint({"model": sd, **extras}, file)
         # A Hugging Face folder (save_pretrained, hf download --local-dir): its weights file,
         # read with the config.json beside it when the keys are transformers'.
         weights = next((path / f for f in hub.HF_WEIGHT_FILES if (path / f).is_file()), None)
@@ -496,7 +496,7 @@ def weights_info(
             return _open_path(path).info
         return None
     if path.is_file() and _sniff(path) == "torch":
-        from ..engine.checkpoint import load_checkpoint
+        from ..files import load_checkpoint
 
         obj = load_checkpoint(path)
         if isinstance(obj, Mapping) and obj.get("model_args"):

@@ -115,3 +115,13 @@ def read_cifar(name: str, root: str | None = None, download: bool = True) -> Bui
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         sets[split] = (x, torch.as_tensor(ds.targets, dtype=torch.int64))  # (N,32,32,3)->(N,3,32,32)
     return BuiltinData(sets["train"], sets["test"], list(ds.classes), info={"folder": str(folder)})
+
+
+def builtin_splits_for_check(name: str, root: str | None = None) -> tuple[dict, list[str]]:
+    """The published splits of a built-in, for ``check_dataset``."""
+    if name == "digits":
+        data, idx = read_digits_builtin(0.1, 0)
+        x, y = data.train
+        return {k: (x[v], y[v]) for k, v in idx.items()}, data.classes
+    data = read_fashion_mnist_cached(root) if name == "fashion-mnist" else read_cifar(name, root)
+    return {"train": data.train, "test": data.test}, data.classes

@@ -1,4 +1,4 @@
-"""Which device and number format to run on, and why.
+"""Which device and number format to run on, and why (the bottom layer: no engine needed).
 
 On CPUs with native bf16 (Intel AMX or AVX512-BF16, e.g. Sapphire Rapids) bf16 autocast
 with channels_last memory runs ResNets several times faster than fp32; elsewhere bf16 is
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

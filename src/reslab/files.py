@@ -1,7 +1,9 @@
-"""Checkpoints: plain dicts of tensors that ``torch.load(weights_only=True)`` reads,
-written atomically so a crash at any moment never leaves a half-written file.
+"""Files that survive a crash: atomic writes, JSON, checkpoints that never run code, hashes.
 
-Layout (every key but ``model`` is optional for weights-only files)::
+The bottom layer of reslab: everything that writes or reads a file the user keeps goes
+through here, so a full disk or a kill at any moment never leaves a half-written file.
+
+Checkpoint layout (every key but ``model`` is optional for weights-only files)::
 
     {
       "format": "reslab-checkpoint", "version": 1,
@@ -17,18 +19,17 @@ Layout (every key but ``model`` is optional for weights-only files)::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import torch
-from torch import nn
+from .errors import WeightsError
 
-from ..errors import WeightsError
-
-FORMAT = "reslab-checkpoint"
+CHECKPOINT_FORMAT = "reslab-checkpoint"
 
 
 def _umask() -> int:
@@ -46,7 +47,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
+def atomic_write_bytes(path: str | os.PathLike, writer: Callable) -> None:
     """Calls ``writer(fileobj)`` on a temporary file beside ``path``, fsyncs, then renames.
 
     The rename is atomic on POSIX: readers see the old file or the new one, never half.
@@ -81,28 +82,59 @@ def atomic_write_bytes(path: str | os.PathLike, writer) -> None:
         raise
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically writes ``text`` (UTF-8)."""
+    data = text.encode("utf-8")
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically writes ``obj`` as indented JSON; returns the path."""
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    return Path(path)
+
+
+def hash_file(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20,
+              digest_size: int | None = None) -> str:
+    """Hex digest of a file's bytes, read in chunks (constant memory).
+
+    Args:
+        path: the file.
+        algorithm: any ``hashlib`` name (``sha256``, ``md5``, ``blake2b``...).
+        digest_size: for ``blake2b``/``blake2s`` only, the digest length in bytes.
+    """
+    h = hashlib.new(algorithm, digest_size=digest_size) if digest_size else hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically saves ``state`` (tensors and plain containers only) to ``path``."""
-    state = {"format": FORMAT, "version": 1, **state}
+    import torch
+
+    state = {"format": CHECKPOINT_FORMAT, "version": 1, **state}
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Loads a checkpoint without running any code from it.
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Loads a checkpoint file, or a run folder's best (else last) one, without running code.
 
     ``weights_only=True`` refuses pickled objects (the way a malicious file would run code);
     such a file gets a clear error instead of being trusted.
+
+    Args:
+        path: a ``.pt`` file or a run folder.
+        map_location: where tensors land (``"cpu"`` by default).
+    Raises:
+        WeightsError: missing, unreadable or pickle-carrying file.
     """
-    path = Path(path)
-    if path.is_dir():
-        for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
-            if cand.exists():
-                path = cand
-                break
-        else:
-            raise WeightsError(f"{path} is a folder with no checkpoints/best.pt or checkpoints/last.pt.")
-    if not path.exists():
-        raise WeightsError(f"checkpoint {path} does not exist.")
+    import torch
+
+    from .run_folder import RunFolder
+
+    path = RunFolder.resolve_checkpoint(path)[0]
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -111,30 +143,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "so reslab refuses it. Re-save only tensors (e.g. torch.save(model.state_dict(), f)) "
             f"or convert it to .safetensors. Details: {str(e).splitlines()[0]}"
         ) from e
-
-
-def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
-    """Rebuilds the model recorded in a reslab checkpoint and loads its weights (strict).
-
-    Uses the EMA weights when the checkpoint has them and ``config`` says EMA was evaluated.
-    """
-    from ..models import create_model
-
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt, map_location)
-    if "model_args" not in ckpt:
-        raise WeightsError(
-            "this checkpoint has no 'model_args', so the architecture is unknown; "
-            "build the model with reslab.create_model(...) and use reslab.load_pretrained."
-        )
-    args = dict(ckpt["model_args"])
-    name = args.pop("name")
-    model = create_model(name, **args)
-    weights = ckpt["model"]
-    ema_on = bool(((ckpt.get("config") or {}).get("ema") or {}).get("enabled"))
-    if ema_on and isinstance(ckpt.get("ema"), dict) and "model" in ckpt["ema"]:
-        weights = ckpt["ema"]["model"]  # last.pt of an EMA run: the evaluated weights
-    model.load_state_dict(weights, strict=True)
-    model.classes = list(ckpt.get("classes") or [])
-    model.preprocess = dict(ckpt.get("preprocess") or {})
-    return model

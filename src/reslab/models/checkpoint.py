@@ -1,0 +1,42 @@
+"""From a reslab checkpoint (a file, a run folder or a loaded dict) back to its model."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from ..errors import WeightsError
+from ..files import load_checkpoint
+from .registry import create_model
+
+
+def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
+    """Rebuilds the model recorded in a reslab checkpoint and loads its weights (strict).
+
+    Uses the EMA weights when the checkpoint has them and ``config`` says EMA was evaluated.
+
+    Args:
+        ckpt: a loaded checkpoint dict, a checkpoint file, or a run folder.
+        map_location: where tensors land when ``ckpt`` is a path.
+    Returns:
+        The model, with ``model.classes`` and ``model.preprocess`` set from the checkpoint.
+    """
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt, map_location)
+    if "model_args" not in ckpt:
+        raise WeightsError(
+            "this checkpoint has no 'model_args', so the architecture is unknown; "
+            "build the model with reslab.create_model(...) and use reslab.load_pretrained."
+        )
+    args = dict(ckpt["model_args"])
+    name = args.pop("name")
+    model = create_model(name, **args)
+    weights = ckpt["model"]
+    ema_on = bool(((ckpt.get("config") or {}).get("ema") or {}).get("enabled"))
+    if ema_on and isinstance(ckpt.get("ema"), dict) and "model" in ckpt["ema"]:
+        weights = ckpt["ema"]["model"]  # last.pt of an EMA run: the evaluated weights
+    model.load_state_dict(weights, strict=True)
+    model.classes = list(ckpt.get("classes") or [])
+    model.preprocess = dict(ckpt.get("preprocess") or {})
+    return model
