@@ -15,13 +15,17 @@
 from __future__ import annotations
 
 import torch
+from common import (  # benchmarks/common.py
+    interleaved_training,
+    median_time,
+    parse_args,
+    write_record,
+)
 from torch import nn
 
 from reslab import create_model
 from reslab.device import set_cpu_threads
 from reslab.models import fused
-
-from common import interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 SHAPES = {  # name: (N, C, H, W)

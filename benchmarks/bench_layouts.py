@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from common import (  # benchmarks/common.py
+    PlainPadShortcut,
+    interleaved_training,
+    median_time,
+    parse_args,
+    write_record,
+)
 from torch import nn
 
 from reslab import create_model
 from reslab.device import set_cpu_threads
 from reslab.models.layers import Conv1x1, ZeroPadShortcut
-
-from common import PlainPadShortcut, interleaved_training, median_time, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 PLAIN = "plain ops (slice+pad, AdaptiveAvgPool2d)"

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import call_times, write_json  # benchmarks/common.py
 
 from reslab import create_model
 from reslab.data import load_dataset, make_loader
 from reslab.data.synthetic import make_image_folder
 from reslab.device import resolve_device, resolve_precision, set_cpu_threads
-
-from common import call_times, write_json  # benchmarks/common.py
 
 
 def rate_of(fn, n_images: int, repeats: int) -> float:

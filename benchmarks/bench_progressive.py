@@ -16,13 +16,12 @@ import statistics
 import time
 
 import torch
+from common import bf16_steps, parse_args, write_record  # benchmarks/common.py
 
 from reslab import create_model
 from reslab.data.loaders import describe_sizes, progressive_sizes
 from reslab.device import set_cpu_threads
 from reslab.models import fused
-
-from common import bf16_steps, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 # name: (model, in_chans, batch, full size, smaller sizes, schedules (epochs, min, start, end, step))

@@ -27,14 +27,13 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
+from common import bf16_steps, call_times, parse_args, write_record  # benchmarks/common.py
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from reslab import create_model
 from reslab.device import set_cpu_threads
 from reslab.models import fused
-
-from common import bf16_steps, call_times, parse_args, write_record  # benchmarks/common.py
 
 CL = torch.channels_last
 # label: (model, in_chans, batch, image size)

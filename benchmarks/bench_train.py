@@ -36,21 +36,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import PlainPadShortcut, write_json  # benchmarks/common.py
 from torch import nn
 
 from reslab import cpu_memory, create_model
-from reslab.models import fused
 from reslab.config import load_config
+from reslab.device import cpu_bf16_support, resolve_device, resolve_precision, set_cpu_threads
 from reslab.engine.distributed import DistInfo
 from reslab.engine.loggers import Loggers
-from reslab.engine.loop import TrainStep
 from reslab.engine.optim import build_optimizer
-from reslab.device import cpu_bf16_support, resolve_device, resolve_precision, set_cpu_threads
 from reslab.engine.schedule import build_schedule
 from reslab.engine.signals import StopSignals
+from reslab.engine.step import TrainStep
 from reslab.engine.trainer import Trainer
-
-from common import PlainPadShortcut, write_json  # benchmarks/common.py
+from reslab.models import fused
 
 CASES = {
     "resnet20@28": dict(name="resnet20", size=28, chans=1, batch=128, classes=10, tv=None),

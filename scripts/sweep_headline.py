@@ -109,8 +109,8 @@ def run_one(name: str, out: Path, device: str, threads: int, data_dir: str | Non
 
     from reslab.config import load_config
     from reslab.data import load_dataset, make_loader
-    from reslab.engine import Callback, fit
     from reslab.device import resolve_device
+    from reslab.engine import Callback, fit
     from reslab.experiments.evaluation import accuracy_on
 
     register_extra_archs()

@@ -64,8 +64,8 @@ def measure_test_accuracy(name: str, weights_dir: Path, data: str, device: str) 
 
     import reslab
     from reslab.data import load_dataset, make_loader
-    from reslab.engine.loop import evaluate
     from reslab.device import resolve_device, resolve_precision
+    from reslab.engine.step import evaluate
 
     card = json.loads((weights_dir / f"{name}.json").read_text())
     pre = card["preprocess"]

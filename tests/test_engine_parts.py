@@ -234,7 +234,7 @@ def test_grad_scaler_path_equals_unscaled_path():
     """The fp16 path (GradScaler: scale, unscale before clipping, step, update) must give
     the same update as the plain path; checked with the CPU GradScaler."""
     from reslab.device import resolve_precision
-    from reslab.engine.loop import RunningStats, TrainStep
+    from reslab.engine.step import RunningStats, TrainStep
 
     x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 10, (8,))
     cfg = OptimConfig(name="sgd", lr=0.05)

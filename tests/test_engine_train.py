@@ -18,9 +18,9 @@ from reslab.config import load_config
 from reslab.data import load_dataset, make_loader
 from reslab.device import resolve_precision
 from reslab.engine import Callback, NonFiniteLossError, fit
-from reslab.engine.loop import RunningStats, TrainStep
 from reslab.engine.optim import build_optimizer
 from reslab.engine.schedule import build_schedule
+from reslab.engine.step import RunningStats, TrainStep
 from reslab.files import load_checkpoint
 from reslab.models.checkpoint import model_from_checkpoint
 

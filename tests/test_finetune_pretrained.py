@@ -83,7 +83,7 @@ def test_shipped_weights_reach_the_card_accuracy_on_real_test_images():
     """2,000 of the 10,000 test images: within 2 points of the card's full-test accuracy."""
     from reslab.data import load_dataset, make_loader
     from reslab.device import resolve_precision
-    from reslab.engine.loop import evaluate
+    from reslab.engine.step import evaluate
 
     card = json.loads((WEIGHTS_DIR / "resnet20_fashion_mnist.json").read_text())
     model = reslab.create_model("resnet20", num_classes=10, in_chans=1)

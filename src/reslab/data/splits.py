@@ -84,3 +84,11 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
             per_class[c] -= 1
             keep.append(i)
     return torch.tensor(sorted(keep), dtype=torch.int64)
+
+
+def limit_split(split, n: int | None, seed: int):
+    """The first ``n`` images of a seeded shuffle (all of them when ``n`` is None or larger)."""
+    if split is None or n is None or n >= len(split):
+        return split
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return split.subset(order.sort().values)

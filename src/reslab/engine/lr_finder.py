@@ -134,7 +134,8 @@ def lr_find(
     if num_steps < 10:
         raise ConfigError(f"lr-find num_steps={num_steps} is too few for a curve; use 50-300.")
     from ..data import make_loader
-    from .training import build_model, limit_split, load_data
+    from ..data.splits import limit_split
+    from .training import build_model, load_data
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)

@@ -24,10 +24,10 @@ from ..device import Precision
 from ..files import atomic_write_bytes, save_checkpoint, write_json
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .loggers import Loggers, MetricsFiles
-from .loop import RunningStats, TrainStep, evaluate
 from .progress import EpochProgress
 from .signals import CheckpointWriteError, NonFiniteLossError, StopSignals, TrainingInterrupted
 from .state import capture_rng_state, restore_rng_state
+from .step import RunningStats, TrainStep, evaluate
 
 
 @dataclass

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import cpu_memory
 from ..config import TrainConfig
+from ..data.splits import limit_split
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError, DataError
 from ..files import load_checkpoint, write_json
@@ -31,11 +32,11 @@ from .distributed import (
 )  # fmt: skip
 from .ema import ModelEma
 from .loggers import Loggers, check_trackers, make_loggers
-from .loop import TrainStep
 from .optim import build_optimizer
 from .run_dir import RunLog, check_free_space, default_run_dir, prepare_run_dir
 from .schedule import build_schedule
 from .state import seed_everything
+from .step import TrainStep
 from .trainer import RunResult, Trainer  # noqa: F401 - RunResult is fit's return type
 
 
@@ -54,14 +55,6 @@ def _device_for(cfg: TrainConfig, info: DistInfo) -> torch.device:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device.index)
     return device
-
-
-def limit_split(split, n: int | None, seed: int):
-    """The first ``n`` images of a seeded shuffle (all of them when ``n`` is None or larger)."""
-    if split is None or n is None or n >= len(split):
-        return split
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
-    return split.subset(order.sort().values)
 
 
 def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -23,9 +23,9 @@ from ..config import TrainConfig, save_config
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..engine import RunResult
 from ..engine.loggers import MetricsFiles, make_loggers
-from ..engine.loop import evaluate
 from ..engine.run_dir import prepare_run_dir
 from ..engine.state import seed_everything
+from ..engine.step import evaluate
 from ..files import atomic_write_bytes, save_checkpoint, write_json
 from .features import extract_features, train_head
 
