@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import reslab
-from reslab.finetune.api import prepare_model
+from reslab.finetune.run import prepare_model
 from reslab.finetune.bn import FixedStatsBatchNorm2d
 
 WEIGHTS_DIR = Path(reslab.__file__).parent / "weights"

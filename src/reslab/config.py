@@ -180,7 +180,7 @@ class FinetuneConfig(_Section):
     """Fine-tuning pretrained weights; semantics in ``reslab.finetune`` and docs/finetuning.md.
 
     ``auto`` values are chosen from the data at the start of the run and printed with the
-    reason (``reslab.finetune.defaults``).
+    reason (``reslab.finetune.plan``).
     """
 
     pretrained: str | None = None  # weights source: reslab:NAME, torchvision:..., a file or a run folder

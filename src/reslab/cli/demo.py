@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reslab.errors import ConfigError
-    from reslab.finetune.demo import run_demo
+    from reslab.experiments.demo import run_demo
 
     if args.per_class < 1:
         raise ConfigError(f"--per-class {args.per_class}: keep at least 1 labelled image per digit.")

@@ -4,16 +4,19 @@
     from reslab.finetune import finetune
     cfg = load_config(None, {"data.source": "my_images/", "finetune.pretrained": "reslab:resnet20_fashion_mnist"})
     result = finetune(cfg)   # prints the plan and why, then trains through reslab.engine.fit
+    result.plan.batch_size, result.plan.reasons   # the plan it followed
 
 - ``strategies``: which groups train (``linear``, ``full``, ``gradual``, ``discriminative``)
   and their learning-rate scales, via ``model.module_groups()``;
 - ``bn``: ``apply_bn_policy(model, "train" | "frozen" | "eval")``;
-- ``defaults``: ``choose_plan`` (strategy, BN policy, lr from the images per class);
+- ``plan``: ``plan_finetune`` (a pure function: data and weights facts -> ``FinetunePlan``,
+  strategy, BN policy, lr, batch size, step clip, each with its reason); ``choose_plan``
+  (its core: strategy, BN policy and lr from the images per class);
 - ``features`` / ``cached``: the ``linear`` strategy on cached features;
 - ``unfreeze``: the ``Unfreezer`` callback (gradual unfreezing, checkpointed);
 - ``step_clip``: the ``StepClip`` callback (per-filter step bound that keeps SGD on an
   unnormalised, frozen-BatchNorm backbone from running away);
-- ``api``: ``finetune(cfg)`` and ``prepare_model``.
+- ``run``: ``finetune(cfg)`` (plans, then executes the plan) and ``prepare_model``.
 
 Names are imported lazily (PEP 562) so ``import reslab.finetune`` does no work.
 """
@@ -23,8 +26,9 @@ from __future__ import annotations
 from reslab._lazy import lazy_exports
 
 _EXPORTS = {
-    "finetune": "api",
-    "prepare_model": "api",
+    "finetune": "run",
+    "FinetuneResult": "run",
+    "prepare_model": "run",
     "apply_bn_policy": "bn",
     "bn_policy_of": "bn",
     "FixedStatsBatchNorm2d": "bn",
@@ -34,8 +38,11 @@ _EXPORTS = {
     "lr_scales": "strategies",
     "set_trainable": "strategies",
     "trainable_groups": "strategies",
-    "choose_plan": "defaults",
-    "FinetunePlan": "defaults",
+    "choose_plan": "plan",
+    "plan_finetune": "plan",
+    "FinetunePlan": "plan",
+    "DataFacts": "plan",
+    "WeightsFacts": "plan",
     "extract_features": "features",
     "train_head": "features",
     "Unfreezer": "unfreeze",

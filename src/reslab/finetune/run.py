@@ -1,4 +1,4 @@
-"""``finetune(cfg)``: pretrained weights + your images -> a trained run folder.
+"""Runs a fine-tuning plan: ``finetune(cfg)``, pretrained weights + your images -> a trained run folder.
 
 Order of work, cheapest failure first: what the weights are (a name that does not exist
 fails in milliseconds), the run folder, the data (normalised and sized as the weights
@@ -12,6 +12,7 @@ run folder, checkpoints, exact resume, trackers and speed paths as ``reslab trai
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,19 +25,15 @@ from ..engine.run_dir import RunLog, default_run_dir, prepare_run_dir
 from ..engine.state import seed_everything
 from ..errors import ConfigError
 from ..files import load_checkpoint, write_json
+from ..run_folder import RunFolder
 from .bn import apply_bn_policy, describe_bn
-from .defaults import FinetunePlan, choose_plan
-from .step_clip import StepClip, resolve_step_clip
-from .strategies import (
-    build_param_groups,
-    describe,
-    resolve_lr_decay,
-    set_trainable,
-    trainable_groups,
-)
+from .cached import fit_linear_cached
+from .plan import DataFacts, FinetunePlan, WeightsFacts, plan_finetune, resolved_config
+from .step_clip import StepClip
+from .strategies import build_param_groups, describe, set_trainable, trainable_groups
 from .unfreeze import Unfreezer
 
-MIN_BATCH = 8  # images per step below which even frozen-BN fine-tuning gets noisy gradients
+FINETUNE_RECORD = "finetune.json"  # the plan, its reasons and the weights load, next to config.yaml
 
 
 def _weights_info(source: str) -> dict[str, Any]:
@@ -67,20 +64,6 @@ def _load_data(cfg: TrainConfig, preprocess: dict | None, log: Callable[[str], N
     )  # fmt: skip
 
 
-def _batch_size(cfg: TrainConfig, n_train: int) -> tuple[int, str | None]:
-    """The user's batch size, or one small enough for a few steps per epoch on tiny data."""
-    if _user_set(cfg.data, "batch_size"):
-        return cfg.data.batch_size, None
-    bs = cfg.data.batch_size
-    quarter = max(n_train // 4, 1)
-    if bs > quarter:
-        bs = max(MIN_BATCH, 1 << (quarter.bit_length() - 1))  # largest power of two <= n/4
-        bs -= bs % cfg.accum_steps
-        return bs, (f"batch_size={bs} ({n_train} training images: at least 4 steps per epoch; "
-                    f"the default {cfg.data.batch_size} would be one noisy step)")  # fmt: skip
-    return bs, None
-
-
 def _model_kwargs(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
     """Architecture options of the weights (norm layer) plus the run's regularisation."""
     saved = dict(info.get("model_args") or {})
@@ -91,25 +74,6 @@ def _model_kwargs(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def resolve_config(cfg: TrainConfig, plan: FinetunePlan, arch: str, batch_size: int,
-                   image_size: int, cache: bool, run_dir: Path, *,
-                   step_clip: float | None = None) -> TrainConfig:  # fmt: skip
-    """The config with every ``auto`` replaced by its resolved value (saved with the run,
-    so a resume or a rerun of ``config.yaml`` does exactly the same thing)."""
-    ft = cfg.finetune
-    decay = ft.lr_decay if plan.strategy in ("gradual", "discriminative") else None
-    clip = ft.step_clip if step_clip is None else step_clip
-    update = {
-        "finetune": ft.model_copy(update={"strategy": plan.strategy, "bn": plan.bn, "lr_decay": decay,
-                                          "cache_features": cache, "step_clip": clip}),  # fmt: skip
-        "optim": cfg.optim.model_copy(update={"lr": plan.lr}),
-        "data": cfg.data.model_copy(update={"batch_size": batch_size, "image_size": image_size}),
-        "model": cfg.model.model_copy(update={"name": arch}),
-        "out": str(run_dir),
-    }
-    return cfg.model_copy(update=update)
-
-
 class _RecordFinetune(Callback):
     """Writes ``finetune.json`` (plan, reasons, what the weights load did) into the run folder."""
 
@@ -118,7 +82,7 @@ class _RecordFinetune(Callback):
 
     def on_fit_start(self, trainer) -> None:
         if trainer.dist.is_main:
-            write_json(Path(trainer.run_dir) / "finetune.json", self.record)
+            write_json(Path(trainer.run_dir) / FINETUNE_RECORD, self.record)
 
 
 def prepare_model(
@@ -175,6 +139,52 @@ def prepare_model(
     return model, report, count
 
 
+@dataclass
+class FinetuneResult(RunResult):
+    """``fit``'s ``RunResult`` plus the plan the run followed (``plan.reasons`` say why)."""
+
+    plan: FinetunePlan | None = None
+
+
+def _check_pretrained(cfg: TrainConfig) -> None:
+    ft = cfg.finetune
+    if ft is None or not ft.pretrained:
+        raise ConfigError("fine-tuning needs pretrained weights: set finetune.pretrained (--pretrained), "
+                          "e.g. reslab:resnet20_fashion_mnist, torchvision:resnet18.IMAGENET1K_V1, a "
+                          "weights file or a reslab run folder.")  # fmt: skip
+
+
+def _source_info(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+    """What the weights are: the catalog's record, or on resume the run's own checkpoint."""
+    if not resume:
+        return _weights_info(cfg.finetune.pretrained)  # unknown names fail here, before any work
+    if not cfg.out:
+        raise ConfigError("resume needs the run folder (--resume RUN_DIR).")
+    ckpt = load_checkpoint(RunFolder(cfg.out).last)
+    return {"preprocess": ckpt.get("preprocess"), "model_args": ckpt.get("model_args"),
+            "architecture": (ckpt.get("model_args") or {}).get("name")}  # fmt: skip
+
+
+def _record(cfg: TrainConfig, plan: FinetunePlan, arch: str, model: nn.Module, report, out: Path,
+            resume: bool) -> dict[str, Any]:  # fmt: skip
+    """``finetune.json``: the plan, its reasons and what loading the weights did."""
+    record = {
+        "pretrained": cfg.finetune.pretrained, "architecture": arch, "strategy": plan.strategy,
+        "bn": plan.bn, "lr": plan.lr, "lr_decay": plan.lr_decay, "unfreeze_every": cfg.finetune.unfreeze_every,
+        "cache_features": plan.cache_features, "step_clip": plan.step_clip, "batch_size": plan.batch_size,
+        "images_per_class": plan.images_per_class, "reasons": plan.reasons,
+        "lr_scales": {g["name"]: g["lr_scale"] for g in build_param_groups(model, plan.strategy, plan.lr_decay)},
+        "weights": None if report is None else {
+            "file": report.file, "layout": report.layout, "loaded": len(report.loaded),
+            "skipped": report.skipped, "adapted": report.adapted, "notes": report.notes,
+        },
+    }  # fmt: skip
+    prev = out / FINETUNE_RECORD
+    if resume and prev.exists():  # the weights were loaded by the first run, not this one
+        record["weights"] = json.loads(prev.read_text()).get("weights")
+    return record
+
+
 def finetune(
     cfg: TrainConfig,
     *,
@@ -182,12 +192,12 @@ def finetune(
     callbacks: Sequence[Callback] = (),
     data=None,
     log: Callable[[str], None] | None = None,
-) -> RunResult:
+) -> FinetuneResult:
     """Fine-tunes ``cfg.finetune.pretrained`` on ``cfg.data.source``.
 
     Args:
         cfg: a ``TrainConfig`` with a ``finetune`` section (``pretrained`` set); ``auto``
-            values are chosen from the data (``defaults.choose_plan``) and printed.
+            values are chosen from the data (``plan.plan_finetune``) and printed.
         resume: continue the run in ``cfg.out`` exactly (uses its saved, resolved config
             when called through ``reslab finetune --resume``).
         callbacks: extra engine callbacks.
@@ -196,33 +206,21 @@ def finetune(
         log: extra sink for the start-of-run lines (they are always printed and written
             to ``log.txt``).
     Returns:
-        The engine's ``RunResult``; the run folder also holds ``finetune.json``.
+        A ``FinetuneResult``: the engine's ``RunResult`` plus the ``plan``; the run folder
+        also holds ``finetune.json``.
     Raises:
         ConfigError / DataError / WeightsError before any training for bad settings, data
         or weights.
     """
+    _check_pretrained(cfg)
     ft = cfg.finetune
-    if ft is None or not ft.pretrained:
-        raise ConfigError("fine-tuning needs pretrained weights: set finetune.pretrained (--pretrained), "
-                          "e.g. reslab:resnet20_fashion_mnist, torchvision:resnet18.IMAGENET1K_V1, a "
-                          "weights file or a reslab run folder.")  # fmt: skip
-    info_dist = dist_from_env()
-    ckpt = None
-    if resume:
-        if not cfg.out:
-            raise ConfigError("resume needs the run folder (--resume RUN_DIR).")
-        ckpt = load_checkpoint(Path(cfg.out) / "checkpoints" / "last.pt")
-        info = {"preprocess": ckpt.get("preprocess"), "model_args": ckpt.get("model_args"),
-                "architecture": (ckpt.get("model_args") or {}).get("name")}  # fmt: skip
-    else:
-        info = _weights_info(ft.pretrained)  # unknown names fail here, before any work
-    arch = cfg.model.name
-    if info.get("architecture") and not _user_set(cfg.model, "name"):
-        arch = info["architecture"]
+    dist = dist_from_env()
+    info = _source_info(cfg, resume)
+    arch = info["architecture"] if info.get("architecture") and not _user_set(cfg.model, "name") else cfg.model.name
     out = Path(cfg.out) if cfg.out else default_run_dir(arch)
-    if info_dist.is_main:
+    if dist.is_main:
         out = prepare_run_dir(out, resume=resume, overwrite=cfg.overwrite)
-    run_log = RunLog(out / "log.txt", enabled=info_dist.is_main)
+    run_log = RunLog(RunFolder(out).log, enabled=dist.is_main)
 
     def say(msg: str) -> None:
         run_log(msg)
@@ -235,42 +233,14 @@ def finetune(
         say(f"preprocess from the weights: input {bundle.preprocess['input_size']}, "
             f"mean {[round(m, 4) for m in bundle.preprocess['mean']]}, "
             f"std {[round(s, 4) for s in bundle.preprocess['std']]}")  # fmt: skip
-
-    # ---- the plan: chosen from the data unless the user fixed it
-    n_train = min(len(bundle.train), cfg.data.limit_train or len(bundle.train))
-    batch_size, batch_why = _batch_size(cfg, n_train)
-    plan = choose_plan(
-        bundle.train.labels, len(bundle.classes), strategy=ft.strategy, bn=ft.bn,
-        lr=cfg.optim.lr if _user_set(cfg.optim, "lr") else None, optimizer=cfg.optim.name,
-        batch_size=batch_size,
-    )  # fmt: skip
-    if batch_why:
-        plan.reasons.append(batch_why)
-    if ft.lr_decay is not None and ft.lr_decay < 1 and plan.strategy in ("linear", "full"):
-        plan.reasons.append(f"lr_decay={ft.lr_decay} ignored: it does nothing with strategy={plan.strategy}")
-    if plan.strategy == "gradual" and info_dist.enabled:
-        raise ConfigError("strategy=gradual changes which parameters train during the run, which "
-                          "DistributedDataParallel does not allow; use strategy=discriminative "
-                          "(layer-wise rates, everything trains) or run on one process.")  # fmt: skip
-    layerwise = plan.strategy in ("gradual", "discriminative")
-    lr_decay = resolve_lr_decay(plan.strategy, ft.lr_decay if layerwise else None)
-    auto_cache = ft.cache_features == "auto" and _is_cpu(cfg.device)
-    cache = plan.strategy == "linear" and (ft.cache_features is True or auto_cache)
-    step_clip, clip_why = resolve_step_clip(ft.step_clip, plan.strategy, plan.bn, cfg.optim.name)
-    if clip_why:
-        plan.reasons.append(clip_why)
-    if cache and cfg.data.progressive_resize is not None:
-        plan.reasons.append("data.progressive_resize ignored: the features are cached once, at full "
-                            "size (finetune.cache_features=false trains on resized images)")
-    if ft.cache_features is True and plan.strategy != "linear":
-        raise ConfigError(f"finetune.cache_features=true needs strategy=linear (the backbone must be "
-                          f"frozen for features to stay fixed), but the strategy is {plan.strategy}.")  # fmt: skip
-    say(f"plan ({plan.images_per_class:g} images per class, {n_train} training images):")
+    facts = DataFacts.from_bundle(bundle, cfg.data.limit_train)
+    plan = plan_finetune(cfg, facts, WeightsFacts.from_info(ft.pretrained, info),
+                         on_cpu=_is_cpu(cfg.device), distributed=dist.enabled)  # fmt: skip
+    say(f"plan ({plan.images_per_class:g} images per class, {facts.n_train} training images):")
     for r in plan.reasons:
         say(f"  {r}")
 
-    # ---- the model (seeded: the fresh head's initialisation depends only on cfg.seed)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the fresh head's initialisation depends only on cfg.seed
     model, report, _ = prepare_model(
         arch, len(bundle.classes), bundle.in_chans, None if resume else ft.pretrained, bn=plan.bn,
         classes=bundle.classes, model_kwargs=_model_kwargs(cfg, info), log=say,
@@ -278,46 +248,23 @@ def finetune(
     set_trainable(model, trainable_groups(model, plan.strategy, 0, ft.unfreeze_every))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    say(f"strategy {describe(model, plan.strategy, lr_decay, ft.unfreeze_every)}; "
+    say(f"strategy {describe(model, plan.strategy, plan.lr_decay, ft.unfreeze_every)}; "
         f"{trainable:,} of {total:,} parameters train now"
-        + ("; features cached (backbone run once, no augmentation)" if cache else ""))  # fmt: skip
+        + ("; features cached (backbone run once, no augmentation)" if plan.cache_features else ""))  # fmt: skip
 
-    run_cfg = resolve_config(cfg, plan, arch, batch_size, bundle.preprocess["crop"], cache, out,
-                             step_clip=step_clip)  # fmt: skip
-    record = {
-        "pretrained": ft.pretrained,
-        "architecture": arch,
-        "strategy": plan.strategy,
-        "bn": plan.bn,
-        "lr": plan.lr,
-        "lr_decay": lr_decay,
-        "unfreeze_every": ft.unfreeze_every,
-        "cache_features": cache,
-        "step_clip": step_clip,
-        "batch_size": batch_size,
-        "images_per_class": plan.images_per_class,
-        "reasons": plan.reasons,
-        "lr_scales": {g["name"]: g["lr_scale"] for g in build_param_groups(model, plan.strategy, lr_decay)},
-        "weights": None if report is None else {
-            "file": report.file, "layout": report.layout, "loaded": len(report.loaded),
-            "skipped": report.skipped, "adapted": report.adapted, "notes": report.notes,
-        },
-    }
-    if resume:
-        prev = out / "finetune.json"
-        if prev.exists():
-            record["weights"] = json.loads(prev.read_text()).get("weights")
-    if cache:
-        from .cached import fit_linear_cached
-
-        if info_dist.is_main:
-            write_json(out / "finetune.json", record)
-        return fit_linear_cached(run_cfg, model, bundle, log=run_log, resume=resume)
-    groups = build_param_groups(model, plan.strategy, lr_decay)
-    cbs = [Unfreezer(plan.strategy, ft.unfreeze_every), _RecordFinetune(record), *callbacks]
-    if step_clip > 0:
-        cbs.append(StepClip(model, step_clip))  # last, so the others' checkpoint keys stay
-    return fit(run_cfg, model=model, param_groups=groups, callbacks=cbs, resume=resume, data=bundle)
+    run_cfg = resolved_config(cfg, plan, arch=arch, image_size=bundle.preprocess["crop"], out=str(out))
+    record = _record(cfg, plan, arch, model, report, out, resume)
+    if plan.cache_features:
+        if dist.is_main:
+            write_json(out / FINETUNE_RECORD, record)
+        result = fit_linear_cached(run_cfg, model, bundle, log=run_log, resume=resume)
+    else:
+        groups = build_param_groups(model, plan.strategy, plan.lr_decay)
+        cbs = [Unfreezer(plan.strategy, ft.unfreeze_every), _RecordFinetune(record), *callbacks]
+        if plan.step_clip > 0:
+            cbs.append(StepClip(model, plan.step_clip))  # last, so the others' checkpoint keys stay
+        result = fit(run_cfg, model=model, param_groups=groups, callbacks=cbs, resume=resume, data=bundle)
+    return FinetuneResult(**vars(result), plan=plan)
 
 
 def _is_cpu(device: str) -> bool:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,7 @@ def run_demo(
     """
     from ..data import write_digits_folder
     from ..engine import fit
-    from .api import finetune
+    from ..finetune import finetune
 
     out = Path(out)
     data_dir = out / f"digits_{per_class}_per_class"
@@ -98,7 +97,7 @@ def run_demo(
     ft = finetune(ft_cfg)
     ft_seconds = time.perf_counter() - t0
 
-    batch = int(json.loads((ft_dir / "finetune.json").read_text())["batch_size"])
+    batch = ft.plan.batch_size
     _banner(log, 3, f"Training resnet20 from scratch on the same images, same {epochs} epochs")
     t0 = time.perf_counter()
     sc_cfg = load_config(None, overrides=common + [

@@ -1,12 +1,22 @@
-"""Defaults chosen from the data: strategy, BatchNorm policy, learning rate and batch size."""
+"""The fine-tuning plan: strategy, BatchNorm policy, learning rate and batch size chosen from
+the data, as a value (``plan_finetune``), and the resolved config rebuilt with validation."""
 
 import pytest
 import torch
 
 from reslab.config import load_config
 from reslab.errors import ConfigError
-from reslab.finetune.api import _batch_size
-from reslab.finetune.defaults import BASE_LR, REFERENCE_BATCH, choose_plan, images_per_class
+from reslab.finetune.plan import (
+    BASE_LR,
+    REFERENCE_BATCH,
+    DataFacts,
+    WeightsFacts,
+    choose_batch_size,
+    choose_plan,
+    images_per_class,
+    plan_finetune,
+    resolved_config,
+)
 
 
 def _labels(per_class, classes=10):
@@ -56,11 +66,11 @@ def test_user_choices_are_kept_and_said_so():
 
 def test_batch_size_follows_the_data_unless_given():
     cfg = load_config(None, overrides=["data.source=x"])
-    assert _batch_size(cfg, 50) == (8, _batch_size(cfg, 50)[1])  # 50 // 4 = 12 -> 8
-    assert _batch_size(cfg, 100)[0] == 16
-    assert _batch_size(cfg, 100_000) == (128, None)
+    assert choose_batch_size(cfg, 50) == (8, choose_batch_size(cfg, 50)[1])  # 50 // 4 = 12 -> 8
+    assert choose_batch_size(cfg, 100)[0] == 16
+    assert choose_batch_size(cfg, 100_000) == (128, None)
     given = load_config(None, overrides=["data.source=x", "data.batch_size=32"])
-    assert _batch_size(given, 50) == (32, None)
+    assert choose_batch_size(given, 50) == (32, None)
 
 
 def test_finetune_config_validation():
@@ -72,3 +82,35 @@ def test_finetune_config_validation():
         load_config(None, overrides=["finetune.cache_features=sometimes"])
     cfg = load_config(None, overrides=["finetune.pretrained=reslab:resnet20_fashion_mnist"])
     assert cfg.finetune.strategy == "auto" and cfg.finetune.lr_decay is None
+
+
+def _cfg(*overrides):
+    return load_config(None, overrides=["data.source=x", "finetune.pretrained=reslab:resnet20_fashion_mnist",
+                                        *overrides])
+
+
+def test_plan_is_a_pure_value_of_the_facts():
+    facts = DataFacts(_labels(5), 10, in_chans=1, n_train=50)
+    weights = WeightsFacts("reslab:resnet20_fashion_mnist", in_chans=1)
+    plan = plan_finetune(_cfg(), facts, weights, on_cpu=True)
+    assert plan == plan_finetune(_cfg(), facts, weights, on_cpu=True)  # same facts, same plan
+    assert (plan.strategy, plan.bn, plan.batch_size, plan.step_clip) == ("gradual", "frozen", 8, 0.0025)
+    assert plan.lr == pytest.approx(0.02 * 8 / 64) and not plan.cache_features
+    assert [r.split("=")[0] for r in plan.reasons] == ["strategy", "bn", "lr", "batch_size", "step_clip"]
+    linear = plan_finetune(_cfg("finetune.strategy=linear"), facts, weights, on_cpu=True)
+    assert linear.cache_features and linear.step_clip == 0.0 and linear.lr_decay == 1.0
+    assert not plan_finetune(_cfg("finetune.strategy=linear"), facts, weights, on_cpu=False).cache_features
+
+
+def test_resolved_config_is_validated_not_copied():
+    # The plan chooses batch 8; with accum_steps=3 the config's own rule (the batch splits
+    # into equal micro-batches) must refuse it: model_copy skipped that check.
+    cfg = _cfg("accum_steps=3", "data.batch_size=9")
+    plan = plan_finetune(cfg, DataFacts(_labels(5), 10, 1, 50), WeightsFacts("w", 1), on_cpu=True)
+    run_cfg = resolved_config(cfg, plan, arch="resnet20", image_size=28, out="runs/x")
+    assert (run_cfg.data.batch_size, run_cfg.finetune.strategy, run_cfg.optim.lr) == (9, "gradual", plan.lr)
+    plan.batch_size = 8
+    with pytest.raises(ConfigError, match="batch_size=8 must be divisible by accum_steps=3"):
+        resolved_config(cfg, plan, arch="resnet20", image_size=28, out="runs/x")
+    with pytest.raises(ConfigError, match="model.name"):
+        resolved_config(cfg, plan, arch="resnet2O", image_size=28, out="runs/x")
