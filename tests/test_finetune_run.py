@@ -117,6 +117,11 @@ def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path,
     assert "features cached" in said and "data.progressive_resize ignored: the features are cached" in said
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cached_features"] and summary["epochs_run"] == 30
+    # the head trained with the step and schedule of reslab train: one row per epoch, with
+    # the optimizer steps counted and the cosine schedule ending at min_lr (0)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 31)) and rows[-1]["lr"] == pytest.approx(0.0)
+    assert rows[-1]["step"] == 30 * rows[0]["step"]
     src = _state(source, "best.pt")["model"]
     best = _state(out, "best.pt")
     for k, v in best["model"].items():
@@ -142,7 +147,10 @@ def test_discriminative_lrs_per_group_follow_the_decay(task, source, tmp_path):
     cfg = load_config(None, overrides=[f"data.source={task}", f"finetune.pretrained={source}", f"out={out}",
                                        "finetune.strategy=discriminative", "finetune.lr_decay=0.3",
                                        "optim.lr=0.01", "schedule.name=constant", "epochs=1", *FAST])
-    finetune(cfg)
+    result = finetune(cfg)
+    # the plan comes back with the result (the demo reads its batch size from here)
+    assert (result.plan.strategy, result.plan.lr_decay, result.plan.lr) == ("discriminative", 0.3, 0.01)
+    assert result.plan.batch_size == json.loads((out / "finetune.json").read_text())["batch_size"]
     groups = _state(out)["optimizer"]["param_groups"]
     depth = {"stem": 4, "layer1": 3, "layer2": 2, "layer3": 1, "head": 0}
     seen = set()
