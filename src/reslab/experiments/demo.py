@@ -69,7 +69,6 @@ def run_demo(
     Returns:
         A ``DemoResult``.
     """
-    from ..data import write_digits_folder
     from ..engine import fit
     from ..finetune import finetune
 
@@ -79,13 +78,7 @@ def run_demo(
     t_start = time.perf_counter()
 
     _banner(log, 1, f"Writing scikit-learn's digits as an image folder ({per_class} labelled images per class)")
-    if not (data_dir / "train").is_dir():
-        counts = write_digits_folder(data_dir, per_class=per_class, seed=seed, size=28)
-    else:
-        counts = {s: {c.name: len(list(c.glob("*.png"))) for c in sorted((data_dir / s).iterdir())}
-                  for s in ("train", "val", "test")}  # fmt: skip
-    sizes = ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
-    log(f"  {data_dir}/{{train,val,test}}/<digit>/*.png: {sizes} images, 28x28 grey")
+    counts = _digits_folder(data_dir, per_class, seed, log)
 
     common = [f"data.source={data_dir}", f"epochs={epochs}", f"seed={seed}", "overwrite=true"]
     if threads:
@@ -126,16 +119,35 @@ def run_demo(
 
     result = DemoResult(data_dir, ft_dir, scratch_dir, report_path, ft_eval.top1, sc_eval.top1,
                         ft_seconds, sc_seconds)  # fmt: skip
+    _conclude(result, per_class, n_test, time.perf_counter() - t_start, log)
+    return result
+
+
+def _digits_folder(data_dir: Path, per_class: int, seed: int, log: Callable[[str], None]) -> dict:
+    """Writes the digits folder (kept when it exists) and returns ``{split: {class: count}}``."""
+    from ..data import write_digits_folder
+
+    if not (data_dir / "train").is_dir():
+        counts = write_digits_folder(data_dir, per_class=per_class, seed=seed, size=28)
+    else:
+        counts = {s: {c.name: len(list(c.glob("*.png"))) for c in sorted((data_dir / s).iterdir())}
+                  for s in ("train", "val", "test")}  # fmt: skip
+    sizes = ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
+    log(f"  {data_dir}/{{train,val,test}}/<digit>/*.png: {sizes} images, 28x28 grey")
+    return counts
+
+
+def _conclude(result: DemoResult, per_class: int, n_test: int, seconds: float, log: Callable[[str], None]) -> None:
+    """Where everything is, and the one-line verdict."""
     log("")
-    log(f"Fine-tuned run:   {ft_dir}   (checkpoints/, metrics.csv, finetune.json, log.txt)")
-    log(f"From-scratch run: {scratch_dir}")
-    if report_path is not None:
-        log(f"Report:           {report_path}")
+    log(f"Fine-tuned run:   {result.finetuned_dir}   (checkpoints/, metrics.csv, finetune.json, log.txt)")
+    log(f"From-scratch run: {result.scratch_dir}")
+    if result.report is not None:
+        log(f"Report:           {result.report}")
     verdict = "beats" if result.gain > 0 else "does NOT beat"
     log(f"Result: with {per_class} labels per class, fine-tuning {verdict} training from scratch on the "
         f"{n_test} test images: {100 * result.finetuned_test:.1f}% vs {100 * result.scratch_test:.1f}% "
-        f"({100 * result.gain:+.1f} points). Total time {time.perf_counter() - t_start:.0f} s.")  # fmt: skip
-    return result
+        f"({100 * result.gain:+.1f} points). Total time {seconds:.0f} s.")  # fmt: skip
 
 
 def _evaluate(run_dir: Path, data_dir: Path):

@@ -185,6 +185,25 @@ def _record(cfg: TrainConfig, plan: FinetunePlan, arch: str, model: nn.Module, r
     return record
 
 
+def _model_for_plan(cfg: TrainConfig, plan: FinetunePlan, arch: str, bundle, info: dict[str, Any],
+                    source: str | None, say: Callable[[str], None]) -> tuple[nn.Module, Any]:  # fmt: skip
+    """The pretrained model set up as the plan says: head for the task, BN policy, the
+    first phase's trainable groups. Returns ``(model, load report or None)``."""
+    ft = cfg.finetune
+    seed_everything(cfg.seed)  # the fresh head's initialisation depends only on cfg.seed
+    model, report, _ = prepare_model(
+        arch, len(bundle.classes), bundle.in_chans, source, bn=plan.bn,
+        classes=bundle.classes, model_kwargs=_model_kwargs(cfg, info), log=say,
+    )  # fmt: skip
+    set_trainable(model, trainable_groups(model, plan.strategy, 0, ft.unfreeze_every))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    say(f"strategy {describe(model, plan.strategy, plan.lr_decay, ft.unfreeze_every)}; "
+        f"{trainable:,} of {total:,} parameters train now"
+        + ("; features cached (backbone run once, no augmentation)" if plan.cache_features else ""))  # fmt: skip
+    return model, report
+
+
 def finetune(
     cfg: TrainConfig,
     *,
@@ -240,18 +259,7 @@ def finetune(
     for r in plan.reasons:
         say(f"  {r}")
 
-    seed_everything(cfg.seed)  # the fresh head's initialisation depends only on cfg.seed
-    model, report, _ = prepare_model(
-        arch, len(bundle.classes), bundle.in_chans, None if resume else ft.pretrained, bn=plan.bn,
-        classes=bundle.classes, model_kwargs=_model_kwargs(cfg, info), log=say,
-    )  # fmt: skip
-    set_trainable(model, trainable_groups(model, plan.strategy, 0, ft.unfreeze_every))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    say(f"strategy {describe(model, plan.strategy, plan.lr_decay, ft.unfreeze_every)}; "
-        f"{trainable:,} of {total:,} parameters train now"
-        + ("; features cached (backbone run once, no augmentation)" if plan.cache_features else ""))  # fmt: skip
-
+    model, report = _model_for_plan(cfg, plan, arch, bundle, info, None if resume else ft.pretrained, say)
     run_cfg = resolved_config(cfg, plan, arch=arch, image_size=bundle.preprocess["crop"], out=str(out))
     record = _record(cfg, plan, arch, model, report, out, resume)
     if plan.cache_features:
