@@ -114,3 +114,16 @@ def test_resolved_config_is_validated_not_copied():
         resolved_config(cfg, plan, arch="resnet20", image_size=28, out="runs/x")
     with pytest.raises(ConfigError, match="model.name"):
         resolved_config(cfg, plan, arch="resnet2O", image_size=28, out="runs/x")
+
+
+def test_grey_weights_on_colour_images_name_data_in_chans():
+    facts = DataFacts(_labels(5), 10, in_chans=3, n_train=50)
+    grey = WeightsFacts("reslab:resnet20_fashion_mnist", in_chans=1)
+    with pytest.raises(ConfigError, match=r"take 1-channel \(grey\) images.*data.in_chans=1"):
+        plan_finetune(_cfg(), facts, grey, on_cpu=True)
+    # the reverse works (the first conv is summed over colours) and the plan says how to keep colour
+    colour = WeightsFacts("torchvision:resnet18.IMAGENET1K_V1", in_chans=3)
+    plan = plan_finetune(_cfg(), DataFacts(_labels(5), 10, in_chans=1, n_train=50), colour, on_cpu=True)
+    assert any("data.in_chans=3" in r for r in plan.reasons)
+    assert WeightsFacts.from_info("w", {"preprocess": {"input_size": [1, 28, 28]}}).in_chans == 1
+    assert WeightsFacts.from_info("w", {}).in_chans is None

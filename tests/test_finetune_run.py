@@ -225,3 +225,25 @@ def main_raise(argv):
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     return cli.run(p.parse_args(argv[1:]))
+
+
+def test_grey_weights_on_colour_images_fail_before_training_and_say_data_in_chans(tmp_path):
+    """Issue 17: the shipped 1-channel weights on an RGB folder named no fix; now the refusal
+    comes before any model or checkpoint, and the fix it names works."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "rgb" / split / c).mkdir(parents=True)
+            for i in range(4):
+                px = torch.randint(0, 255, (28, 28, 3), generator=rng, dtype=torch.uint8).numpy()
+                Image.fromarray(px).save(tmp_path / "rgb" / split / c / f"{i}.png")
+    args = [f"data.source={tmp_path / 'rgb'}", "finetune.pretrained=reslab:resnet20_fashion_mnist",
+            "epochs=1", *FAST]
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"1-channel \(grey\).*data.in_chans=1"):
+        finetune(load_config(None, overrides=[*args, f"out={out}"]))
+    assert not (out / "checkpoints" / "last.pt").exists() and not (out / "config.yaml").exists()
+    result = finetune(load_config(None, overrides=[*args, f"out={tmp_path / 'grey'}", "data.in_chans=1"]))
+    assert result.best_metric is not None and result.plan.strategy == "gradual"
