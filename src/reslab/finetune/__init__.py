@@ -30,7 +30,6 @@ _EXPORTS = {
     "FinetuneResult": "run",
     "prepare_model": "run",
     "apply_bn_policy": "bn",
-    "bn_policy_of": "bn",
     "FixedStatsBatchNorm2d": "bn",
     "BN_POLICIES": "bn",
     "STRATEGIES": "strategies",

@@ -139,14 +139,6 @@ def apply_bn_policy(model: nn.Module, policy: str) -> int:
     return _replace(model, policy)
 
 
-def bn_policy_of(model: nn.Module) -> str:
-    """The policy ``model`` currently follows: ``frozen``, ``eval`` or ``train``."""
-    fixed = [m for m in model.modules() if isinstance(m, FixedStatsBatchNorm2d)]
-    if not fixed:
-        return "train"
-    return "frozen" if all(m.freeze_affine for m in fixed) else "eval"
-
-
 def describe_bn(policy: str, count: int) -> str:
     """One line for the start of a run."""
     if policy == "train":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
 from ..config import TrainConfig
@@ -277,7 +278,5 @@ def finetune(
 
 def _is_cpu(device: str) -> bool:
     if device == "auto":
-        import torch
-
         return not torch.cuda.is_available()
     return device == "cpu"

@@ -14,19 +14,9 @@ from typing import Any
 from torch import nn
 
 from ..engine import Callback
+from ..engine.distributed import unwrap
 from ..errors import ConfigError
 from .strategies import check_strategy, set_trainable, trainable_groups
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The reslab model inside DDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if hasattr(model, "module_groups"):
-            return model
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 class Unfreezer(Callback):
@@ -59,7 +49,7 @@ class Unfreezer(Callback):
         return groups, changed
 
     def on_fit_start(self, trainer) -> None:
-        self.apply(trainer.model, max(int(getattr(trainer, "epoch", 0) or 0), 0))
+        self.apply(trainer.model, trainer.epoch)
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         groups, changed = self.apply(trainer.model, epoch)
