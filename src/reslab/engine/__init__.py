@@ -12,9 +12,9 @@ from __future__ import annotations
 from reslab._lazy import lazy_exports
 
 _EXPORTS = {
-    "fit": "training",
+    "fit": "run",
     "Trainer": "trainer",
-    "RunResult": "trainer",
+    "RunResult": "artifacts",
     "Callback": "callbacks",
     "EarlyStopping": "callbacks",
     "TrainingInterrupted": "signals",

@@ -135,7 +135,7 @@ def lr_find(
         raise ConfigError(f"lr-find num_steps={num_steps} is too few for a curve; use 50-300.")
     from ..data import make_loader
     from ..data.splits import limit_split
-    from .training import build_model, load_data
+    from .build import build_model, load_data
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)

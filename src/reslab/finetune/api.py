@@ -20,10 +20,10 @@ from torch import nn
 from ..config import TrainConfig
 from ..engine import Callback, RunResult, fit
 from ..engine.distributed import dist_from_env
-from ..engine.run_dir import RunLog, default_run_dir, prepare_run_dir
 from ..engine.state import seed_everything
 from ..errors import ConfigError
 from ..files import load_checkpoint, write_json
+from ..run_folder import RunFolder, RunLog
 from .bn import apply_bn_policy, describe_bn
 from .defaults import FinetunePlan, choose_plan
 from .step_clip import StepClip, resolve_step_clip
@@ -219,9 +219,9 @@ def finetune(
     arch = cfg.model.name
     if info.get("architecture") and not _user_set(cfg.model, "name"):
         arch = info["architecture"]
-    out = Path(cfg.out) if cfg.out else default_run_dir(arch)
+    out = Path(cfg.out) if cfg.out else RunFolder.default(arch).path
     if info_dist.is_main:
-        out = prepare_run_dir(out, resume=resume, overwrite=cfg.overwrite)
+        out = RunFolder(out).prepare(resume=resume, overwrite=cfg.overwrite).path
     run_log = RunLog(out / "log.txt", enabled=info_dist.is_main)
 
     def say(msg: str) -> None:

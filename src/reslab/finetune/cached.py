@@ -23,10 +23,10 @@ from ..config import TrainConfig, save_config
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..engine import RunResult
 from ..engine.loggers import MetricsFiles, make_loggers
-from ..engine.run_dir import prepare_run_dir
 from ..engine.state import seed_everything
 from ..engine.step import evaluate
 from ..files import atomic_write_bytes, save_checkpoint, write_json
+from ..run_folder import RunFolder
 from .features import extract_features, train_head
 
 
@@ -54,7 +54,7 @@ def fit_linear_cached(
     """
     from ..data import make_loader
 
-    run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=True)
+    run_dir = RunFolder(cfg.out).prepare(resume=resume, overwrite=True).path
     prev_threads = torch.get_num_threads()
     threads = set_cpu_threads(cfg.threads)
     try:
