@@ -149,7 +149,7 @@ class TrainerBuilder:
         self.log(f"resuming {self.run_dir}: epoch {s['epoch'] + 1}, batch {s['batch']}/{s['batches']}, "
                  f"step {ckpt['step']}")  # fmt: skip
 
-    def build(self, model, param_groups, callbacks, data) -> Trainer:
+    def build(self, model, param_groups, callbacks, data, loss_fn=None) -> Trainer:
         cfg, info = self.cfg, self.info
         # ---- data
         in_chans = getattr(model, "in_chans", None) if model is not None else None
@@ -173,7 +173,7 @@ class TrainerBuilder:
         model = self._model(model, classes, bundle.in_chans)
         loaders = self._loaders(splits, bundle.preprocess)
         # ---- optimisation
-        step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes))
+        step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes), loss_fn)
         all_callbacks = list(callbacks)
         es = cfg.early_stop
         if es.patience:
@@ -256,7 +256,7 @@ class TrainerBuilder:
         return out
 
     def _step(self, model: nn.Module, param_groups, loader, train_split,
-              num_classes: int) -> TrainStep:  # fmt: skip
+              num_classes: int, loss_fn) -> TrainStep:  # fmt: skip
         from ..data import class_weights, mixup_cutmix
 
         cfg, device = self.cfg, self.device
@@ -278,7 +278,7 @@ class TrainerBuilder:
             num_classes=num_classes, label_smoothing=cfg.label_smoothing, class_weight=weight,
             accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, scaler=scaler, ema=ema,
             mixup=cfg.data.mixup, cutmix=cfg.data.cutmix, mix_fn=mixup_cutmix, seed=cfg.seed,
-            rank=self.info.rank,
+            rank=self.info.rank, loss_fn=loss_fn,
         )  # fmt: skip
 
     def _announce(self, bundle, splits: dict, model: nn.Module, step: TrainStep,

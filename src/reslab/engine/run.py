@@ -8,7 +8,7 @@ The order fails cheapest first: the config, the device and the process group her
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -76,6 +76,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     data=None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     """Trains a model as ``cfg`` says and writes the run folder.
 
@@ -89,6 +90,8 @@ def fit(
         callbacks: ``Callback`` objects (see ``reslab.engine.callbacks``).
         resume: continue the run in ``cfg.out`` from ``checkpoints/last.pt``, exactly.
         data: a prebuilt ``DataBundle`` (default: ``load_dataset(cfg.data.source, ...)``).
+        loss_fn: ``loss_fn(logits, targets) -> loss`` replacing the training cross-entropy
+            (see ``TrainStep``); validation still reports the plain cross-entropy.
     Returns:
         A ``RunResult`` (also written as ``summary.json``).
     Raises:
@@ -99,6 +102,10 @@ def fit(
     if not isinstance(cfg, TrainConfig):
         raise ConfigError(f"fit expects a TrainConfig (from reslab.config.load_config), "
                           f"received {type(cfg).__name__}.")  # fmt: skip
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise ConfigError(f"callbacks must be reslab.engine.Callback instances (subclass it and "
+                              f"override the hooks you need), received {type(cb).__name__}.")  # fmt: skip
     info = dist_from_env()
     world_micro = info.world_size * cfg.accum_steps
     if cfg.data.batch_size % world_micro:
@@ -116,7 +123,7 @@ def fit(
         with _GlobalSettings(cfg, device, info) as settings:
             builder = TrainerBuilder(cfg, info, device, settings.threads, resume)
             try:
-                trainer = builder.build(model, param_groups, callbacks, data)
+                trainer = builder.build(model, param_groups, callbacks, data, loss_fn)
                 return trainer.run()
             finally:
                 builder.close()

@@ -169,11 +169,15 @@ class Trainer:
         with EpochProgress(self.batches, epoch, self.epochs, self.dist.is_main, start) as bar:
             for b, (x, y) in enumerate(loader.iter_from(start), start=start):
                 update = (b + 1) % self.accum == 0 or b + 1 == self.batches
-                self.train_step(x, y, epoch, b, update, self.stats)
+                loss = self.train_step(x, y, epoch, b, update, self.stats)
                 clock["images"] += len(y)
                 self.epoch_seconds = seconds_before + time.perf_counter() - t_start
                 if update:
                     self.step += 1
+                batch_metrics = {"loss": loss, "images": len(y), "step": self.step, "update": update}
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, epoch, b, batch_metrics)
+                if update:
                     self._after_step(epoch, b + 1, signals, bar, clock)
         self.epoch_seconds = seconds_before + time.perf_counter() - t_start
 
