@@ -1,11 +1,8 @@
 """reslab: build ResNets from scratch, train and fine-tune them on your own images."""
 
-from . import cpu_memory
-
-# No page faults per batch on CPU: glibc keeps freed memory (see reslab.cpu_memory).
-cpu_memory.configure()
-
-from .models import create_model, list_models  # noqa: E402
+# Importing reslab changes no process-wide setting: ``fit`` and the ``reslab`` command opt in
+# to reslab.cpu_memory's malloc tuning; a library user calls ``cpu_memory.configure()`` to.
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 

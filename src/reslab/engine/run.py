@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .. import cpu_memory
 from ..config import TrainConfig
 from ..device import resolve_device, set_cpu_threads
 from ..errors import ConfigError
@@ -94,6 +95,9 @@ def fit(
             (see ``TrainStep``); validation still reports the plain cross-entropy.
     Returns:
         A ``RunResult`` (also written as ``summary.json``).
+
+    ``fit`` applies ``reslab.cpu_memory.configure()`` (glibc keeps freed memory: no page
+    faults per batch on CPU) to the whole process; ``RESLAB_CPU_MEMORY=default`` opts out.
     Raises:
         ConfigError/DataError before training for bad settings or data;
         ``NonFiniteLossError`` when the loss diverges; ``TrainingInterrupted`` after
@@ -106,6 +110,9 @@ def fit(
         if not isinstance(cb, Callback):
             raise ConfigError(f"callbacks must be reslab.engine.Callback instances (subclass it and "
                               f"override the hooks you need), received {type(cb).__name__}.")  # fmt: skip
+    # No page faults per batch on CPU: glibc keeps freed memory from here on, for the whole
+    # process (reslab.cpu_memory; RESLAB_CPU_MEMORY=default opts out).
+    cpu_memory.configure()
     info = dist_from_env()
     world_micro = info.world_size * cfg.accum_steps
     if cfg.data.batch_size % world_micro:
