@@ -21,6 +21,7 @@ from ..errors import ConfigError, DataError
 from ..files import load_checkpoint, write_json
 from ..models import fused as fused_bn
 from ..run_folder import RunFolder, RunLock, RunLog
+from .batch_size import batch_sizes, check_batch_norm_batch, smallest_batch
 from .callbacks import EarlyStopping
 from .distributed import DistInfo, broadcast_object, wrap_ddp
 from .ema import ModelEma
@@ -63,6 +64,17 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(m.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+def cap_workers(workers: int | None, log) -> int | None:
+    """``data.workers``, capped to the cores this process may use (more decoder processes
+    than cores only queue for them), with one logged note when it is."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is not None and workers > cores:
+        log(f"note: data.workers={workers} but this process may use {cores} CPU core(s); "
+            f"using {cores} workers.")  # fmt: skip
+        return cores
+    return workers
+
+
 def _on_rank0(info: DistInfo, work) -> Any:
     """Runs ``work()`` on rank 0; every rank gets its result, or raises its ConfigError."""
     out: tuple[Any, str | None] = (None, None)
@@ -83,6 +95,7 @@ class TrainerBuilder:
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, threads: int,
                  resume: bool):  # fmt: skip
         self.cfg, self.info, self.device, self.threads = cfg, info, device, threads
+        self.batch = batch_sizes(cfg, info.world_size)
         self.lock: RunLock | None = None
         self.folder = self._open_folder(resume)
         self.run_dir = self.folder.path
@@ -172,6 +185,8 @@ class TrainerBuilder:
         # ---- model
         model = self._model(model, classes, bundle.in_chans)
         loaders = self._loaders(splits, bundle.preprocess)
+        check_batch_norm_batch(model, smallest_batch(loaders["train"]), cfg.model.sync_bn,
+                               self.info.world_size, self.log)  # fmt: skip
         # ---- optimisation
         step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes), loss_fn)
         all_callbacks = list(callbacks)
@@ -228,10 +243,9 @@ class TrainerBuilder:
         from ..data.loaders import progressive_sizes
 
         cfg, info = self.cfg, self.info
-        micro = cfg.data.batch_size // (info.world_size * cfg.accum_steps)
-        eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
+        sizes_ = self.batch
         common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
-                      workers=cfg.data.workers)  # fmt: skip
+                      workers=cap_workers(cfg.data.workers, self.log))  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
         ramp, sizes = cfg.data.progressive_resize, None
@@ -239,7 +253,7 @@ class TrainerBuilder:
             sizes = progressive_sizes(preprocess["crop"], cfg.epochs, ramp.min_size,
                                       ramp.start_epoch, ramp.end_epoch, ramp.step)  # fmt: skip
         out["train"] = make_loader(
-            splits["train"], batch_size=micro, train=True, augment=cfg.data.augment,
+            splits["train"], batch_size=sizes_.micro, train=True, augment=cfg.data.augment,
             sampler=cfg.data.sampler, random_erasing=cfg.data.random_erasing, sizes=sizes,
             **shard, **common,
         )  # fmt: skip
@@ -249,10 +263,10 @@ class TrainerBuilder:
                 f"{len(splits['train'])} training images; use a smaller batch."
             )
         if splits["val"] is not None and len(splits["val"]):
-            out["val"] = make_loader(splits["val"], batch_size=eval_bs, train=False,
+            out["val"] = make_loader(splits["val"], batch_size=sizes_.eval, train=False,
                                      **shard, **common)  # fmt: skip
         if splits["test"] is not None and len(splits["test"]) and info.is_main:
-            out["test"] = make_loader(splits["test"], batch_size=eval_bs, train=False, **common)
+            out["test"] = make_loader(splits["test"], batch_size=sizes_.eval, train=False, **common)
         return out
 
     def _step(self, model: nn.Module, param_groups, loader, train_split,
@@ -261,7 +275,7 @@ class TrainerBuilder:
 
         cfg, device = self.cfg, self.device
         optimizer = build_optimizer(cfg.optim, model, param_groups)
-        self.steps_per_epoch = -(-len(loader) // cfg.accum_steps)
+        self.steps_per_epoch = self.batch.steps_per_epoch(len(loader))
         total = cfg.epochs * self.steps_per_epoch
         scheduler = build_schedule(optimizer, cfg.schedule, total, self.steps_per_epoch)
         scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None

@@ -22,6 +22,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError
+from .batch_size import batch_sizes
 from .optim import build_optimizer
 from .schedule import range_test_schedule
 from .state import seed_everything
@@ -169,7 +170,7 @@ def _model_and_loader(cfg: TrainConfig, model, data, device, precision, log):
     weights to put back or None)."""
     from ..data import make_loader
     from ..data.splits import limit_split
-    from .build import build_model, load_data
+    from .build import build_model, cap_workers, load_data
 
     in_chans = getattr(model, "in_chans", None) if model is not None else None
     bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, log)
@@ -184,8 +185,10 @@ def _model_and_loader(cfg: TrainConfig, model, data, device, precision, log):
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = make_loader(
-        split, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
-        preprocess=bundle.preprocess, seed=cfg.seed, device=device, workers=cfg.data.workers,
+        # one process, no accumulation: each sweep step is one optimizer step of the global batch
+        split, batch_size=batch_sizes(cfg).global_batch, train=True, augment=cfg.data.augment,
+        preprocess=bundle.preprocess, seed=cfg.seed, device=device,
+        workers=cap_workers(cfg.data.workers, log),
     )  # fmt: skip
     return model, loader, saved
 

@@ -18,6 +18,7 @@ from ..config import TrainConfig
 from ..device import resolve_device, set_cpu_threads
 from ..errors import ConfigError
 from .artifacts import RunResult
+from .batch_size import batch_sizes
 from .build import TrainerBuilder
 from .callbacks import Callback
 from .distributed import DistInfo, cleanup_distributed, dist_from_env, init_distributed
@@ -114,13 +115,7 @@ def fit(
     # process (reslab.cpu_memory; RESLAB_CPU_MEMORY=default opts out).
     cpu_memory.configure()
     info = dist_from_env()
-    world_micro = info.world_size * cfg.accum_steps
-    if cfg.data.batch_size % world_micro:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by "
-            f"processes x accum_steps = {info.world_size} x {cfg.accum_steps}; e.g. use "
-            f"data.batch_size={max(world_micro, cfg.data.batch_size // world_micro * world_micro)}."
-        )
+    batch_sizes(cfg, info.world_size)  # a batch that does not split fails here, before any work
     if resume and not cfg.out:
         raise ConfigError("resume=True needs cfg.out: the run folder to continue (--resume RUN_DIR).")
     device = _device_for(cfg, info)

@@ -22,6 +22,7 @@ from ..device import Precision
 from ..files import load_checkpoint, save_checkpoint
 from ..run_folder import RunFolder
 from .artifacts import RunResult, epoch_line, summary_line, write_safetensors, write_summary
+from .batch_size import batch_norm_layers, smallest_batch
 from .callbacks import Callback
 from .checkpoint_state import best_state, restore_training_state, training_state
 from .distributed import DistInfo, all_reduce_sum, barrier
@@ -130,10 +131,28 @@ class Trainer:
             where = f"at the end of epoch {epoch}"
         raise NonFiniteLossError(
             f"the training loss became NaN or infinite ({where}, optimizer step {self.step}); "
-            f"training stopped and {kept}. Usual fixes: "
-            f"a lower learning rate (now optim.lr={self.cfg.optim.lr}), a longer warmup "
-            "(schedule.warmup_epochs=1), gradient clipping (clip_grad=1.0), or precision=fp32."
+            f"training stopped and {kept}. Likely causes, most likely first:\n"
+            + "\n".join(f"  - {c}" for c in self._non_finite_causes())
         )
+
+    def _non_finite_causes(self) -> list[str]:
+        """What may have made the loss non-finite, from what this run knows about itself."""
+        causes = []
+        batch = smallest_batch(self.train_loader)
+        if batch <= 3 and batch_norm_layers(self.model):
+            causes.append(f"BatchNorm over batches of {batch} image(s): its batch statistics are "
+                          "noise; use data.batch_size >= 16 or model.norm_layer=groupnorm")  # fmt: skip
+        if self.precision.dtype == torch.float16:
+            causes.append("fp16 overflow: activations beyond 65504 become inf; use precision=bf16 "
+                          "(same speed where supported, fp32's range) or precision=fp32")  # fmt: skip
+        warm = self.cfg.schedule.warmup_epochs
+        causes.append(f"a learning rate too high for this model and batch (optim.lr={self.cfg.optim.lr}): "
+                      "try a lower learning rate (`reslab lr-find` suggests one)"
+                      + ("" if warm else ", a warmup (schedule.warmup_epochs=1)")
+                      + ("" if self.cfg.clip_grad else " or gradient clipping (clip_grad=1.0)"))  # fmt: skip
+        causes.append("bad data: images with NaN/inf pixels or labels out of range; "
+                      f"`reslab check {self.cfg.data.source or 'DATA'}` looks for them")  # fmt: skip
+        return causes
 
     # --------------------------------------------------------------- the loop
     def _sync_flags(self, signals: StopSignals) -> tuple[bool, bool]:
