@@ -101,10 +101,6 @@ class RunFolder:
         the marker existed."""
         return self.marker.exists() or self.last.exists() or self.best.exists()
 
-    def looks_like_run(self) -> bool:
-        """True when the folder holds a run's record (config or metrics) or checkpoints."""
-        return any(p.exists() for p in (self.config, self.metrics_jsonl, self.last, self.best))
-
     # -- before a run writes -------------------------------------------------------------
     def check_writable(self, *, resume: bool, overwrite: bool) -> None:
         """Refuses, without writing anything, a folder a new run (or a resume) must not use.
