@@ -48,7 +48,7 @@ def training_state(trainer, next_epoch: int, next_batch: int) -> dict[str, Any]:
         "epoch": int(next_epoch),
         "step": int(t.step),
         "sampler": {"epoch": int(next_epoch), "batch": int(next_batch), "batches": t.batches,
-                    "seed": int(t.cfg.seed), "world_size": t.dist.world_size},  # fmt: skip
+                    "seed": int(t.cfg.seed), "world_size": t.dist.world_size},
         "rng": capture_rng_state(),
         "callbacks": {_callback_key(i, cb): cb.state_dict() for i, cb in enumerate(t.callbacks)},
         "metrics": {
