@@ -92,3 +92,16 @@ def test_resume_changes_sorts_allowed_from_refused():
     allowed, refused = resume_changes(old, new)
     assert allowed == ["data.workers: None -> 4", "early_stop.patience: 0 -> 2", "epochs: 3 -> 5"]
     assert refused == ["optim.lr: stored 0.1, requested 0.2"]
+
+
+def test_a_run_from_before_the_marker_still_counts_as_a_run(tmp_path):
+    old = RunFolder(tmp_path / "old")
+    old.checkpoints.mkdir(parents=True)
+    old.last.write_bytes(b"a checkpoint")
+    old.config.write_text("epochs: 1\n")
+    assert old.is_run() and not old.marker.exists()
+    old.check_writable(resume=True, overwrite=False)  # resumable
+    with pytest.raises(ConfigError, match="already holds a run"):
+        old.check_writable(resume=False, overwrite=False)
+    old.create()
+    assert old.marker.exists() and old.last.read_bytes() == b"a checkpoint"
