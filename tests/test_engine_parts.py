@@ -23,11 +23,11 @@ import reslab
 from reslab.config import OptimConfig, ScheduleConfig
 from reslab.engine.ema import ModelEma
 from reslab.engine.optim import build_optimizer, split_decay
-from reslab.engine.run_dir import prepare_run_dir
 from reslab.engine.schedule import LRFactor, build_schedule
 from reslab.engine.state import capture_rng_state, restore_rng_state
 from reslab.errors import ConfigError
 from reslab.files import atomic_write_bytes, load_checkpoint, save_checkpoint
+from reslab.run_folder import RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -221,13 +221,13 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="not writable.*--out"):
-        prepare_run_dir(blocker / "run", resume=False, overwrite=False)
+        RunFolder(blocker / "run").prepare(resume=False, overwrite=False)
     with pytest.raises(ConfigError, match="cannot resume"):
-        prepare_run_dir(tmp_path / "empty", resume=True, overwrite=False)
-    run = prepare_run_dir(tmp_path / "run", resume=False, overwrite=False)
-    save_checkpoint({"model": {}}, run / "checkpoints" / "last.pt")
+        RunFolder(tmp_path / "empty").prepare(resume=True, overwrite=False)
+    run = RunFolder(tmp_path / "run").prepare(resume=False, overwrite=False)
+    save_checkpoint({"model": {}}, run.last)
     with pytest.raises(ConfigError, match="already holds a run.*--resume"):
-        prepare_run_dir(run, resume=False, overwrite=False)
+        run.prepare(resume=False, overwrite=False)
 
 
 def test_grad_scaler_path_equals_unscaled_path():

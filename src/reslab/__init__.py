@@ -1,11 +1,8 @@
 """reslab: build ResNets from scratch, train and fine-tune them on your own images."""
 
-from . import cpu_memory
-
-# No page faults per batch on CPU: glibc keeps freed memory (see reslab.cpu_memory).
-cpu_memory.configure()
-
-from .models import create_model, list_models  # noqa: E402
+# Importing reslab changes no process-wide setting: ``fit`` and the ``reslab`` command opt in
+# to reslab.cpu_memory's malloc tuning; a library user calls ``cpu_memory.configure()`` to.
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
@@ -24,4 +21,18 @@ def optimize_for_inference(model, example_input, precision="auto", **kwargs):
     return _optimize(model, example_input, precision, **kwargs)
 
 
-__all__ = ["__version__", "create_model", "list_models", "load_pretrained", "optimize_for_inference"]
+# ``reslab.fit`` and ``reslab.load_config`` load the engine and the config on first use, so
+# ``import reslab`` (and ``reslab --help``) stays fast.
+_LAZY = {"fit": "reslab.engine", "load_config": "reslab.config"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reslab' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "create_model", "fit", "list_models", "load_config", "load_pretrained",
+           "optimize_for_inference"]  # fmt: skip

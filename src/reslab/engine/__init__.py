@@ -12,14 +12,18 @@ from __future__ import annotations
 from reslab._lazy import lazy_exports
 
 _EXPORTS = {
-    "fit": "training",
+    "fit": "run",
     "Trainer": "trainer",
-    "RunResult": "trainer",
+    "RunResult": "artifacts",
     "Callback": "callbacks",
     "EarlyStopping": "callbacks",
     "TrainingInterrupted": "signals",
     "NonFiniteLossError": "signals",
     "CheckpointWriteError": "signals",
+    "TrainStep": "step",
+    "evaluate": "step",
+    "batch_sizes": "batch_size",
+    "BatchSizes": "batch_size",
     "ModelEma": "ema",
     "build_optimizer": "optim",
     "split_decay": "optim",

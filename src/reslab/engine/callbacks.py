@@ -1,10 +1,13 @@
 """Hooks into the training loop (the Keras/Lightning idea, kept small), and early stopping
 written as one of them.
 
-A callback may implement any of::
+A callback subclasses ``Callback`` and overrides any of::
 
     on_fit_start(trainer)                    # after a resume is loaded, before the first step
     on_epoch_start(trainer, epoch)           # epoch: 0-based index (as loader.set_epoch)
+    on_batch_end(trainer, epoch, batch, metrics)  # after each micro-batch (batch: 0-based);
+        # metrics: {"loss": 0-d tensor on the device (float() of it waits for the device),
+        #           "images": int, "step": optimizer steps so far, "update": bool (a step ran)}
     on_epoch_end(trainer, epoch, metrics)    # metrics: this epoch's metrics.jsonl row
     state_dict() -> dict / load_state_dict(d)  # saved in every checkpoint (plain types)
 
@@ -26,6 +29,9 @@ class Callback:
         pass
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
+        pass
+
+    def on_batch_end(self, trainer, epoch: int, batch: int, metrics: dict[str, Any]) -> None:
         pass
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:

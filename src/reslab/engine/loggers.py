@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..files import atomic_write_bytes
+from ..run_folder import RunFolder
 
 EPOCH_KEYS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
@@ -47,8 +48,8 @@ class MetricsFiles:
     the whole history each epoch so a resumed run never holds duplicate or stale rows."""
 
     def __init__(self, run_dir: str | Path):
-        self.jsonl = Path(run_dir) / "metrics.jsonl"
-        self.csv = Path(run_dir) / "metrics.csv"
+        folder = RunFolder(run_dir)
+        self.jsonl, self.csv = folder.metrics_jsonl, folder.metrics_csv
 
     def write(self, history: Sequence[Mapping[str, Any]]) -> None:
         """Writes every epoch row of ``history``."""

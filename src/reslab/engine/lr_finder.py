@@ -2,6 +2,9 @@
 popularised by fastai's ``lr_find``): train for a few hundred steps while the rate grows
 exponentially from tiny to huge, record the (smoothed) loss, and pick a rate where the loss
 falls fastest. The model's weights are put back afterwards.
+
+The sweep is training's own ``TrainStep`` under an exponential schedule
+(``schedule.range_test_schedule``), so it sees the same loss, precision and clipping.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError
+from .batch_size import batch_sizes
 from .optim import build_optimizer
+from .schedule import range_test_schedule
 from .state import seed_everything
+from .step import RunningStats, TrainStep
 
 
 @dataclass
@@ -115,6 +120,10 @@ def lr_find(
 ) -> LRFindResult:
     """Sweeps the learning rate exponentially and suggests one.
 
+    The sweep runs training's own ``TrainStep`` (precision, GradScaler, label smoothing,
+    gradient clipping, the ``loss_fn`` contract) with the range test as its schedule; only
+    mixup/cutmix are left off, so each loss is the loss of real labels.
+
     Args:
         cfg: the run config (data, model, optimizer, precision are used; the schedule is not).
         model: a prebuilt model (weights are restored afterwards); default: from ``cfg.model``.
@@ -133,82 +142,90 @@ def lr_find(
                           f"end_lr={end_lr}.")  # fmt: skip
     if num_steps < 10:
         raise ConfigError(f"lr-find num_steps={num_steps} is too few for a curve; use 50-300.")
-    from ..data import make_loader
-    from ..data.splits import limit_split
-    from .training import build_model, load_data
-
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)
     prev_threads = torch.get_num_threads()
     set_cpu_threads(cfg.threads)
     log(f"precision: {precision.describe()}")
     try:
-        in_chans = getattr(model, "in_chans", None) if model is not None else None
-        bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, log)
-        split = limit_split(bundle.train, cfg.data.limit_train, cfg.seed)
-        seed_everything(cfg.seed)
-        saved = None
-        if model is None:
-            model = build_model(cfg, len(bundle.classes), bundle.in_chans)
-        else:
-            saved = copy.deepcopy(model.state_dict())
-        model.to(device).train()
-        if precision.channels_last:
-            model.to(memory_format=torch.channels_last)
+        model, loader, saved = _model_and_loader(cfg, model, data, device, precision, log)
         optimizer = build_optimizer(cfg.optim, model, param_groups)
-        loader = make_loader(
-            split, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
-            preprocess=bundle.preprocess, seed=cfg.seed, device=device, workers=cfg.data.workers,
+        schedule = range_test_schedule(optimizer, cfg.optim.lr, start_lr, end_lr, num_steps)
+        step = TrainStep(
+            model, model, optimizer, schedule, precision=precision, num_classes=getattr(model, "num_classes", 0),
+            label_smoothing=cfg.label_smoothing, clip_grad=cfg.clip_grad,
+            scaler=torch.amp.GradScaler(device.type) if precision.needs_scaler else None,
         )  # fmt: skip
-        scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-        result = LRFindResult()
-        ratio = (end_lr / start_lr) ** (1.0 / (num_steps - 1))
-        avg, best = 0.0, math.inf
-        epoch, batches = 0, iter(())
-        for i in range(num_steps):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                loader.set_epoch(epoch)
-                epoch += 1
-                batches = iter(loader)
-                x, y = next(batches)
-            lr = start_lr * ratio**i
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-            if precision.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            value = float(loss.detach())  # one sync per step: the sweep needs the value to stop
-            if not math.isfinite(value):
-                result.stopped_early = True
-                break
-            avg = beta * avg + (1 - beta) * value
-            smoothed = avg / (1 - beta ** (i + 1))  # bias correction, as in Adam
-            result.lrs.append(lr)
-            result.raw_losses.append(value)
-            result.losses.append(smoothed)
-            best = min(best, smoothed)
-            if i > num_steps // 10 and smoothed > diverge * best:
-                result.stopped_early = True
-                break
-        result.steepest, result.min_div10 = suggest(result.lrs, result.losses)
-        if result.steepest is not None and result.min_div10 is not None:
-            result.suggestion = min(result.steepest, result.min_div10 * 10 / 3)
-        else:
-            result.suggestion = result.steepest or result.min_div10
+        lrs = [start_lr * schedule.lr_lambdas[0].ratio**i for i in range(num_steps)]
+        result = _sweep(step, loader, lrs, beta, diverge)
         if saved is not None:
             model.load_state_dict(saved)
         return result
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _model_and_loader(cfg: TrainConfig, model, data, device, precision, log):
+    """(model in train mode on ``device``, the training loader, a copy of a given model's
+    weights to put back or None)."""
+    from ..data import make_loader
+    from ..data.splits import limit_split
+    from .build import build_model, cap_workers, load_data
+
+    in_chans = getattr(model, "in_chans", None) if model is not None else None
+    bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, log)
+    split = limit_split(bundle.train, cfg.data.limit_train, cfg.seed)
+    seed_everything(cfg.seed)
+    saved = None
+    if model is None:
+        model = build_model(cfg, len(bundle.classes), bundle.in_chans)
+    else:
+        saved = copy.deepcopy(model.state_dict())
+    model.to(device).train()
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = make_loader(
+        # one process, no accumulation: each sweep step is one optimizer step of the global batch
+        split, batch_size=batch_sizes(cfg).global_batch, train=True, augment=cfg.data.augment,
+        preprocess=bundle.preprocess, seed=cfg.seed, device=device,
+        workers=cap_workers(cfg.data.workers, log),
+    )  # fmt: skip
+    return model, loader, saved
+
+
+def _batches(loader):
+    """The loader's batches, epoch after epoch, forever."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _sweep(step: TrainStep, loader, lrs: list[float], beta: float, diverge: float) -> LRFindResult:
+    """One ``TrainStep`` per rate of ``lrs``; stops when the smoothed loss diverges."""
+    result = LRFindResult()
+    stats = RunningStats(next(step.raw_model.parameters()).device)
+    avg, best = 0.0, math.inf
+    batches = _batches(loader)
+    for i, lr in enumerate(lrs):
+        x, y = next(batches)
+        value = float(step(x, y, 0, i, True, stats))  # one sync per step: the sweep needs the value
+        if not math.isfinite(value):
+            result.stopped_early = True
+            break
+        avg = beta * avg + (1 - beta) * value
+        smoothed = avg / (1 - beta ** (i + 1))  # bias correction, as in Adam
+        result.lrs.append(lr)
+        result.raw_losses.append(value)
+        result.losses.append(smoothed)
+        best = min(best, smoothed)
+        if i > len(lrs) // 10 and smoothed > diverge * best:
+            result.stopped_early = True
+            break
+    result.steepest, result.min_div10 = suggest(result.lrs, result.losses)
+    if result.steepest is not None and result.min_div10 is not None:
+        result.suggestion = min(result.steepest, result.min_div10 * 10 / 3)
+    else:
+        result.suggestion = result.steepest or result.min_div10
+    return result

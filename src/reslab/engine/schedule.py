@@ -74,3 +74,29 @@ def build_schedule(
         A ``LambdaLR`` whose state_dict holds only numbers.
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg, total_steps, steps_per_epoch))
+
+
+class ExponentialRamp:
+    """lr-find's schedule: the rate grows from ``start_lr`` to ``end_lr`` exponentially over
+    ``num_steps`` steps (Smith 2017), as a multiplier of the optimizer's ``base_lr``."""
+
+    def __init__(self, base_lr: float, start_lr: float, end_lr: float, num_steps: int):
+        self.start = start_lr / base_lr
+        self.ratio = (end_lr / start_lr) ** (1.0 / max(num_steps - 1, 1))
+
+    def __call__(self, step: int) -> float:
+        return self.start * self.ratio**step
+
+
+def range_test_schedule(optimizer: torch.optim.Optimizer, base_lr: float, start_lr: float,
+                        end_lr: float, num_steps: int) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+    """The learning-rate range test as a per-step scheduler (see ``ExponentialRamp``).
+
+    Args:
+        optimizer: built with peak rate ``base_lr`` (each group ``base_lr * lr_scale``).
+        base_lr: the optimizer's configured rate (``optim.lr``).
+        start_lr, end_lr: the sweep's first and last rate.
+        num_steps: steps in the sweep.
+    """
+    ramp = ExponentialRamp(base_lr, start_lr, end_lr, num_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, ramp)

@@ -1,4 +1,6 @@
-"""The hot path: one training micro-step and the evaluation pass.
+"""The hot path: one training micro-step (``TrainStep``, the one step every optimizer loop
+runs: training, fine-tuning and lr-find) and the evaluation pass (``evaluate``, the one
+accuracy-over-a-loader function).
 
 Running totals (loss, correct predictions, images) stay on the device as tensors; reading
 them (``.item()``) forces the host to wait for the device, so the trainer does that only
@@ -76,6 +78,10 @@ class TrainStep:
         ema: a ``ModelEma`` or None.
         mixup, cutmix: Beta alphas (0: off); ``mix_fn`` is ``reslab.data.mixup_cutmix``.
         seed, rank: seed the per-batch mixing generator.
+        loss_fn: ``loss_fn(logits (B, num_classes) float32, targets) -> scalar loss``
+            replacing the cross-entropy (then ``label_smoothing`` and ``class_weight`` are
+            not applied); targets are class indices (B,), or (B, num_classes)
+            probabilities under mixup/cutmix.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class TrainStep:
         mix_fn: Callable | None = None,
         seed: int = 0,
         rank: int = 0,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         self.model, self.raw_model = model, raw_model
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -112,11 +119,21 @@ class TrainStep:
         self.mix = (mixup, cutmix) if (mixup > 0 or cutmix > 0) else None
         self.mix_fn = mix_fn
         self.seed, self.rank = seed, rank
+        self.loss_fn = loss_fn if loss_fn is not None else self.cross_entropy
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
 
+    def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The default loss: cross-entropy with the class weights and label smoothing."""
+        return F.cross_entropy(logits, target, weight=self.class_weight,
+                               label_smoothing=self.label_smoothing)  # fmt: skip
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int, update: bool,
-                 stats: RunningStats) -> None:  # fmt: skip
-        """Runs one micro-batch; steps the optimizer when ``update`` (end of a window)."""
+                 stats: RunningStats) -> torch.Tensor:  # fmt: skip
+        """Runs one micro-batch; steps the optimizer when ``update`` (end of a window).
+
+        Returns:
+            The micro-batch's mean loss, detached, on the device (reading it syncs).
+        """
         if self.precision.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         target: torch.Tensor = y
@@ -130,8 +147,7 @@ class TrainStep:
         with ctx:
             with self.precision.autocast():
                 logits = self.model(x)  # (B, num_classes)
-            loss = F.cross_entropy(logits.float(), target, weight=self.class_weight,
-                                   label_smoothing=self.label_smoothing)  # fmt: skip
+            loss = self.loss_fn(logits.float(), target)
             scaled = loss / self.accum_steps if self.accum_steps > 1 else loss
             if self.scaler is not None:
                 scaled = self.scaler.scale(scaled)
@@ -141,6 +157,7 @@ class TrainStep:
             stats.add(loss.detach() * len(y), (logits.argmax(1) == hard).sum(), len(y))
         if update:
             self.update()
+        return loss.detach()
 
     def update(self) -> None:
         """Clips, steps the optimizer and the schedule, clears gradients, updates the EMA."""
@@ -164,47 +181,67 @@ class TrainStep:
 def evaluate(
     model: nn.Module,
     loader,
-    precision: Precision,
+    precision: Precision | None = None,
     *,
     total: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    tta_flip: bool = False,
 ) -> dict[str, float]:
-    """Mean cross-entropy (no smoothing) and accuracy of ``model`` over ``loader``.
+    """Mean cross-entropy (no smoothing) and accuracy of ``model`` over ``loader``: the one
+    accuracy-over-a-loader function (validation, test, fine-tuning, experiments).
 
     Args:
         model: evaluated in eval mode (its mode is restored afterwards).
-        loader: a ``make_loader(..., train=False)`` loader (this rank's shard).
-        precision: autocast dtype and memory layout.
+        loader: yields ``(x (B, C, H, W), y (B,))`` on the model's device, e.g. a
+            ``make_loader(..., train=False)`` loader (this rank's shard) or a list of batches.
+        precision: autocast dtype and memory layout; None: fp32.
         total: the split's true size; under DDP the sharded loader pads the last batches
             with repeated images (as ``DistributedSampler`` does), and global positions
             ``>= total`` are masked out so every image counts exactly once.
         rank, world_size: this process's shard (local sample j is global j*world+rank).
+        tta_flip: test-time augmentation: the prediction is the mean softmax of each image
+            and its mirror; ``acc_plain`` then holds the accuracy without it.
     Returns:
-        ``{"loss", "acc", "count"}`` summed over all processes.
+        ``{"loss", "acc", "count"}`` summed over all processes (and ``acc_plain`` with
+        ``tta_flip``).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     stats = RunningStats(device)
+    plain_correct = torch.zeros((), dtype=torch.float64, device=device)
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     seen = 0
     try:
-        loader.set_epoch(0)
+        if hasattr(loader, "set_epoch"):  # a reslab loader; a plain list of batches has none
+            loader.set_epoch(0)
         for x, y in loader:
-            if precision.channels_last and x.dim() == 4:
+            if precision is not None and precision.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast():
-                logits = model(x)
-            losses = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
+            with autocast():
+                logits = model(x).float()  # (B, num_classes)
+                plain = logits
+                if tta_flip:
+                    logits = (plain.softmax(1) + model(x.flip(3)).float().softmax(1)).log()
+            losses = F.cross_entropy(logits, y, reduction="none")  # (B,)
             correct = logits.argmax(1) == y
+            plain_hits = plain.argmax(1) == y
             n = len(y)
             if world_size > 1 and total is not None:
                 keep = (torch.arange(seen, seen + n) * world_size + rank) < total  # host-side
                 if not bool(keep.all()):
                     keep_d = keep.to(y.device)
                     losses, correct, n = losses[keep_d], correct[keep_d], int(keep.sum())
+                    plain_hits = plain_hits[keep_d]
             seen += len(y)
             stats.add(losses.sum(), correct.sum(), n)
+            plain_correct += plain_hits.sum()
     finally:
         model.train(was_training)
-    return stats.read(reduce=world_size > 1)
+    out = stats.read(reduce=world_size > 1)
+    if tta_flip:
+        if world_size > 1:
+            all_reduce_sum(plain_correct)
+        out["acc_plain"] = float(plain_correct) / max(out["count"], 1)
+    return out

@@ -1,19 +1,17 @@
 """The epoch loop: train, validate, log, checkpoint, stop cleanly.
 
 ``Trainer`` receives every object it uses already built (model, loaders, optimizer,
-schedule, loggers, callbacks; see ``training.py`` for how a config becomes them) and owns only
-the run's progress: epoch, step, history, best metric. Its checkpoint holds everything an
-exact resume needs: weights, optimizer/schedule/scaler/EMA state, RNG states, the position
-inside the epoch and the running epoch totals.
+schedule, loggers, callbacks; ``build.py`` turns a config into them) and owns only the
+run's progress: epoch, step, history, best metric. What its checkpoints hold is in
+``checkpoint_state.py``; the files it leaves for people (summary, safetensors, log lines)
+in ``artifacts.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,43 +19,18 @@ import torch
 from torch import nn
 
 from ..device import Precision
-from ..files import atomic_write_bytes, save_checkpoint, write_json
+from ..files import load_checkpoint, save_checkpoint
+from ..run_folder import RunFolder
+from .artifacts import RunResult, epoch_line, summary_line, write_safetensors, write_summary
+from .batch_size import batch_norm_layers, smallest_batch
+from .callbacks import Callback
+from .checkpoint_state import best_state, restore_training_state, training_state
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .loggers import Loggers, MetricsFiles
 from .progress import EpochProgress
 from .signals import CheckpointWriteError, NonFiniteLossError, StopSignals, TrainingInterrupted
-from .state import capture_rng_state, restore_rng_state
+from .state import restore_rng_state
 from .step import RunningStats, TrainStep, evaluate
-
-
-@dataclass
-class RunResult:
-    """What ``fit`` returns.
-
-    Attributes:
-        run_dir: the run folder.
-        best_metric: best validation accuracy (0..1), or the last train accuracy without val.
-        best_epoch: 1-based epoch of ``best_metric``.
-        history: one dict per epoch, as in ``metrics.jsonl``.
-        wall_time_s: seconds from start to end (summed over resumes).
-        images_per_s: training images per second of training time.
-        final: last epoch's metrics plus ``test_acc``/``test_loss`` and how the run ended.
-    """
-
-    run_dir: Path
-    best_metric: float | None
-    best_epoch: int | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    wall_time_s: float = 0.0
-    images_per_s: float = 0.0
-    final: dict[str, Any] = field(default_factory=dict)
-
-
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
-    return f"{s // 60}m{s % 60:02d}s"
 
 
 class Trainer:
@@ -80,13 +53,14 @@ class Trainer:
 
     def __init__(self, cfg, *, model: nn.Module, train_model: nn.Module, step: TrainStep, train_loader,
                  val_loader, test_loader, precision: Precision, dist: DistInfo, run_dir: Path, log,
-                 loggers: Loggers, callbacks: Sequence[Any], meta: dict[str, Any]):  # fmt: skip
+                 loggers: Loggers, callbacks: Sequence[Callback], meta: dict[str, Any]):  # fmt: skip
         self.cfg = cfg
         self.model, self.train_model, self.train_step = model, train_model, step
         self.optimizer, self.scheduler = step.optimizer, step.scheduler
         self.scaler, self.ema = step.scaler, step.ema
         self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
         self.precision, self.dist, self.run_dir = precision, dist, Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.log, self.loggers, self.callbacks = log, loggers, list(callbacks)
         self.meta = meta
         self.device = next(model.parameters()).device
@@ -106,79 +80,14 @@ class Trainer:
         self.train_seconds = 0.0  # training seconds of the whole run (no eval)
         self.images = 0  # training images seen by all processes
         self.wall_offset = 0.0  # wall seconds of earlier sessions (resume)
+        self.started = time.perf_counter()  # this session's start (wall time adds up over resumes)
         self._rng_to_restore: dict | None = None
         self.files = MetricsFiles(self.run_dir)
 
     # --------------------------------------------------------------- checkpoints
-    def _callback_key(self, i: int, cb: Any) -> str:
-        return f"{i}:{type(cb).__name__}"
-
-    def state(self, next_epoch: int, next_batch: int) -> dict[str, Any]:
-        """The full training state; the run continues at batch ``next_batch`` of ``next_epoch``."""
-        state: dict[str, Any] = {
-            "model": self.model.state_dict(),
-            "classes": list(self.meta["classes"]),
-            "preprocess": self.meta["preprocess"],
-            "config": self.cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": int(next_epoch),
-            "step": int(self.step),
-            "sampler": {"epoch": int(next_epoch), "batch": int(next_batch), "batches": self.batches,
-                        "seed": int(self.cfg.seed), "world_size": self.dist.world_size},  # fmt: skip
-            "rng": capture_rng_state(),
-            "callbacks": {
-                self._callback_key(i, cb): cb.state_dict()
-                for i, cb in enumerate(self.callbacks)
-                if hasattr(cb, "state_dict")
-            },
-            "metrics": {
-                "history": self.history,
-                "best_metric": self.best_metric,
-                "best_epoch": self.best_epoch,
-                "running": self.stats.state_dict(),
-                "epoch_seconds": self.epoch_seconds,
-                "train_seconds": self.train_seconds,
-                "images": self.images,
-                "wall_seconds": self.wall_offset + (time.perf_counter() - self._t0),
-            },
-            "split_info": json.loads(json.dumps(self.meta.get("split_info") or {}, default=str)),
-        }
-        if self.meta.get("model_args") is not None:
-            state["model_args"] = self.meta["model_args"]
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
     def load_state(self, ckpt: dict[str, Any]) -> None:
-        """Restores everything ``state`` saved (RNG states right before training resumes)."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None and "ema" in ckpt:
-            self.ema.load_state_dict(ckpt["ema"])
-        saved = ckpt.get("callbacks", {})
-        for i, cb in enumerate(self.callbacks):
-            key = self._callback_key(i, cb)
-            if key in saved and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(saved[key])
-        m = ckpt["metrics"]
-        self.history = list(m["history"])
-        self.best_metric, self.best_epoch = m["best_metric"], m["best_epoch"]
-        self.stats.load_state_dict(m["running"])
-        self.epoch_seconds = float(m["epoch_seconds"])
-        self.train_seconds = float(m["train_seconds"])
-        self.images, self.wall_offset = int(m["images"]), float(m["wall_seconds"])
-        self.step = int(ckpt["step"])
-        self.epoch, self.start_batch = int(ckpt["sampler"]["epoch"]), int(ckpt["sampler"]["batch"])
-        if int(ckpt["sampler"].get("batches", self.batches)) != self.batches:
-            self.log(f"warning: the epoch now has {self.batches} batches, the checkpoint "
-                     f"{ckpt['sampler']['batches']}; the resume is not exact.")  # fmt: skip
-        self._rng_to_restore = ckpt["rng"]
+        """Continues from a loaded ``last.pt`` (RNG states are restored when training starts)."""
+        self._rng_to_restore = restore_training_state(self, ckpt)
 
     def _write(self, what: str, write) -> None:
         """Runs ``write()``; an OSError (disk full, permissions) becomes a clear stop."""
@@ -201,30 +110,19 @@ class Trainer:
         if not self.stats.finite() or not self._weights_finite():
             self._non_finite(next_epoch, next_batch)
         if self.dist.is_main:
-            path = self.run_dir / "checkpoints" / "last.pt"
-            state = self.state(next_epoch, next_batch)
-            self._write("checkpoints/last.pt", lambda: save_checkpoint(state, path))
+            state = training_state(self, next_epoch, next_batch)
+            self._write("checkpoints/last.pt", lambda: save_checkpoint(state, self.folder.last))
 
-    def _eval_model(self) -> nn.Module:
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and saved as best: the EMA's when on."""
         return self.ema.module if self.ema is not None else self.model
 
     def _save_best(self, metrics: dict[str, Any]) -> None:
-        state = {
-            "model": self._eval_model().state_dict(),
-            "classes": list(self.meta["classes"]),
-            "preprocess": self.meta["preprocess"],
-            "config": self.cfg.to_dict(),
-            "epoch": metrics["epoch"],
-            "step": self.step,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        }
-        if self.meta.get("model_args") is not None:
-            state["model_args"] = self.meta["model_args"]
-        path = self.run_dir / "checkpoints" / "best.pt"
-        self._write("checkpoints/best.pt", lambda: save_checkpoint(state, path))
+        state = best_state(self, metrics)
+        self._write("checkpoints/best.pt", lambda: save_checkpoint(state, self.folder.best))
 
     def _non_finite(self, epoch: int, batch: int) -> None:
-        last = self.run_dir / "checkpoints" / "last.pt"
+        last = self.folder.last
         kept = "no checkpoint was written yet"
         if last.exists():
             kept = f"the last good checkpoint is kept: {last}"
@@ -233,10 +131,28 @@ class Trainer:
             where = f"at the end of epoch {epoch}"
         raise NonFiniteLossError(
             f"the training loss became NaN or infinite ({where}, optimizer step {self.step}); "
-            f"training stopped and {kept}. Usual fixes: "
-            f"a lower learning rate (now optim.lr={self.cfg.optim.lr}), a longer warmup "
-            "(schedule.warmup_epochs=1), gradient clipping (clip_grad=1.0), or precision=fp32."
+            f"training stopped and {kept}. Likely causes, most likely first:\n"
+            + "\n".join(f"  - {c}" for c in self._non_finite_causes())
         )
+
+    def _non_finite_causes(self) -> list[str]:
+        """What may have made the loss non-finite, from what this run knows about itself."""
+        causes = []
+        batch = smallest_batch(self.train_loader)
+        if batch <= 3 and batch_norm_layers(self.model):
+            causes.append(f"BatchNorm over batches of {batch} image(s): its batch statistics are "
+                          "noise; use data.batch_size >= 16 or model.norm_layer=groupnorm")  # fmt: skip
+        if self.precision.dtype == torch.float16:
+            causes.append("fp16 overflow: activations beyond 65504 become inf; use precision=bf16 "
+                          "(same speed where supported, fp32's range) or precision=fp32")  # fmt: skip
+        warm = self.cfg.schedule.warmup_epochs
+        causes.append(f"a learning rate too high for this model and batch (optim.lr={self.cfg.optim.lr}): "
+                      "try a lower learning rate (`reslab lr-find` suggests one)"
+                      + ("" if warm else ", a warmup (schedule.warmup_epochs=1)")
+                      + ("" if self.cfg.clip_grad else " or gradient clipping (clip_grad=1.0)"))  # fmt: skip
+        causes.append("bad data: images with NaN/inf pixels or labels out of range; "
+                      f"`reslab check {self.cfg.data.source or 'DATA'}` looks for them")  # fmt: skip
+        return causes
 
     # --------------------------------------------------------------- the loop
     def _sync_flags(self, signals: StopSignals) -> tuple[bool, bool]:
@@ -257,7 +173,7 @@ class Trainer:
         self.loggers.close("KILLED")
         command = "finetune" if getattr(self.cfg, "finetune", None) is not None else "train"
         msg = (f"received {name} at epoch {epoch + 1}/{self.epochs}, batch {batch}/{self.batches}; "
-               f"saved {self.run_dir / 'checkpoints' / 'last.pt'}. Resume with: "
+               f"saved {self.folder.last}. Resume with: "
                f"reslab {command} --resume {self.run_dir}")  # fmt: skip
         self.log(msg)
         raise TrainingInterrupted(signum, msg)
@@ -272,11 +188,15 @@ class Trainer:
         with EpochProgress(self.batches, epoch, self.epochs, self.dist.is_main, start) as bar:
             for b, (x, y) in enumerate(loader.iter_from(start), start=start):
                 update = (b + 1) % self.accum == 0 or b + 1 == self.batches
-                self.train_step(x, y, epoch, b, update, self.stats)
+                loss = self.train_step(x, y, epoch, b, update, self.stats)
                 clock["images"] += len(y)
                 self.epoch_seconds = seconds_before + time.perf_counter() - t_start
                 if update:
                     self.step += 1
+                batch_metrics = {"loss": loss, "images": len(y), "step": self.step, "update": update}
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, epoch, b, batch_metrics)
+                if update:
                     self._after_step(epoch, b + 1, signals, bar, clock)
         self.epoch_seconds = seconds_before + time.perf_counter() - t_start
 
@@ -332,7 +252,7 @@ class Trainer:
             "step": self.step,
         }
         if self.val_loader is not None:
-            val = evaluate(self._eval_model(), self.val_loader, self.precision,
+            val = evaluate(self.eval_model(), self.val_loader, self.precision,
                            total=self.meta.get("val_total"), rank=self.dist.rank,
                            world_size=self.dist.world_size)  # fmt: skip
             if not math.isfinite(val["loss"]):
@@ -349,29 +269,18 @@ class Trainer:
             self._write("metrics.jsonl/metrics.csv", lambda: self.files.write(self.history))
             self.loggers.log_metrics(row, step=epoch + 1)
         for cb in self.callbacks:
-            if hasattr(cb, "on_epoch_end"):
-                cb.on_epoch_end(self, epoch, row)
+            cb.on_epoch_end(self, epoch, row)
         self.stats = RunningStats(self.device)
         self.epoch_seconds = 0.0
         self._save_last(epoch + 1, 0)
-        self.log(self._epoch_line(row, improved))
+        self.log(epoch_line(row, self.epochs, improved))
         return row
 
-    def _epoch_line(self, row: dict[str, Any], best: bool) -> str:
-        parts = [f"epoch {row['epoch']}/{self.epochs}",
-                 f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]  # fmt: skip
-        if row["val_acc"] is not None:
-            parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
-        parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s",
-                  f"{row['seconds']:.1f} s"]  # fmt: skip
-        return "  ".join(parts) + ("  *best" if best else "")
-
-    def fit(self) -> RunResult:
+    def run(self) -> RunResult:
         """Trains from the current position to the last epoch (or an early stop)."""
-        self._t0 = time.perf_counter()
+        self.started = time.perf_counter()
         for cb in self.callbacks:
-            if hasattr(cb, "on_fit_start"):
-                cb.on_fit_start(self)
+            cb.on_fit_start(self)
         if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -383,8 +292,7 @@ class Trainer:
                     self.epoch = epoch
                     if start == 0:
                         for cb in self.callbacks:
-                            if hasattr(cb, "on_epoch_start"):
-                                cb.on_epoch_start(self, epoch)
+                            cb.on_epoch_start(self, epoch)
                     self._train_epoch(epoch, start, signals)
                     self._end_epoch(epoch)
                     epoch, start = epoch + 1, 0
@@ -401,77 +309,34 @@ class Trainer:
 
     # --------------------------------------------------------------- the end
     def _best_weights(self) -> dict[str, torch.Tensor]:
-        best = self.run_dir / "checkpoints" / "best.pt"
-        if best.exists():
-            from ..files import load_checkpoint
-
-            return load_checkpoint(best, map_location=self.device)["model"]
-        return self._eval_model().state_dict()
+        if self.folder.best.exists():
+            return load_checkpoint(self.folder.best, map_location=self.device)["model"]
+        return self.eval_model().state_dict()
 
     def _finish(self) -> RunResult:
-        wall = self.wall_offset + time.perf_counter() - self._t0
+        wall = self.wall_offset + time.perf_counter() - self.started
         last = self.history[-1] if self.history else {}
         final: dict[str, Any] = dict(last)
         early = self.should_stop and len(self.history) < self.epochs
         final["stopped"] = "early_stop" if early else "completed"
         if self.dist.is_main:
             weights = self._best_weights()
-            model = copy.deepcopy(self._eval_model())
+            model = copy.deepcopy(self.eval_model())
             model.load_state_dict(weights)
             if self.test_loader is not None:
                 test = evaluate(model, self.test_loader, self.precision)
                 final["test_loss"], final["test_acc"] = test["loss"], test["acc"]
-            self._write_safetensors(weights)
+            write_safetensors(self.folder.safetensors, weights, self.meta)
         images_per_s = self.images / max(self.train_seconds, 1e-9)
         result = RunResult(self.run_dir, self.best_metric, self.best_epoch, list(self.history),
                            wall, images_per_s, final)  # fmt: skip
         if self.dist.is_main:
-            self._write_summary(result)
+            write_summary(result, self.cfg, model_args=self.meta.get("model_args"),
+                          has_val=self.val_loader is not None, train_seconds=self.train_seconds,
+                          precision=self.precision.describe(), world_size=self.dist.world_size)
             self.loggers.log_metrics({k: final[k] for k in ("test_acc", "test_loss") if k in final},
                                      step=len(self.history))  # fmt: skip
             self.loggers.close("FINISHED")
-            self.log(self._summary_line(result))
+            self.log(summary_line(result, self.epochs, self.val_loader is not None))
         barrier()
         return result
-
-    def _write_safetensors(self, weights: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save as st_save
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-        meta = {"format": "reslab", "classes": json.dumps(list(self.meta["classes"])),
-                "preprocess": json.dumps(self.meta["preprocess"])}  # fmt: skip
-        if self.meta.get("model_args") is not None:
-            meta["model_args"] = json.dumps(self.meta["model_args"])
-        data = st_save(tensors, metadata=meta)
-        atomic_write_bytes(self.run_dir / "model.safetensors", lambda f: f.write(data))
-
-    def _write_summary(self, r: RunResult) -> None:
-        write_json(self.run_dir / "summary.json", {
-            "run_dir": str(r.run_dir),
-            "model": self.meta.get("model_args", {}) or {},
-            "data": self.cfg.data.source,
-            "best_metric": r.best_metric,
-            "best_metric_name": "val_acc" if self.val_loader is not None else "train_acc",
-            "best_epoch": r.best_epoch,
-            "epochs_run": len(r.history),
-            "epochs": self.epochs,
-            "test_acc": r.final.get("test_acc"),
-            "test_loss": r.final.get("test_loss"),
-            "wall_time_s": round(r.wall_time_s, 2),
-            "train_time_s": round(self.train_seconds, 2),
-            "images_per_s": round(r.images_per_s, 1),
-            "precision": self.precision.describe(),
-            "world_size": self.dist.world_size,
-            "stopped": r.final.get("stopped"),
-            "final": r.final,
-        })  # fmt: skip
-
-    def _summary_line(self, r: RunResult) -> str:
-        name = "val acc" if self.val_loader is not None else "train acc"
-        best = f"{100 * (r.best_metric or 0):.2f}% at epoch {r.best_epoch}/{self.epochs}"
-        parts = [f"done: best {name} {best}"]
-        if "test_acc" in r.final:
-            parts.append(f"test acc {100 * r.final['test_acc']:.2f}%")
-        parts += [f"wall time {_fmt_time(r.wall_time_s)}", f"{r.images_per_s:,.0f} img/s",
-                  f"run folder {r.run_dir}"]  # fmt: skip
-        return "; ".join(parts)

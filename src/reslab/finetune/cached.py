@@ -25,7 +25,6 @@ from ..data.splits import limit_split
 from ..device import Precision, resolve_device, resolve_precision, set_cpu_threads
 from ..engine import RunResult
 from ..engine.loggers import MetricsFiles, make_loggers
-from ..engine.run_dir import prepare_run_dir
 from ..engine.state import seed_everything
 from ..engine.step import evaluate
 from ..files import atomic_write_bytes, save_checkpoint, write_json
@@ -92,7 +91,7 @@ def fit_linear_cached(
     Returns:
         A ``RunResult`` like ``fit``'s (test accuracy in ``final``).
     """
-    run = RunFolder(prepare_run_dir(cfg.out, resume=resume, overwrite=True))
+    run = RunFolder(cfg.out).prepare(resume=resume, overwrite=True)
     prev_threads = torch.get_num_threads()
     threads = set_cpu_threads(cfg.threads)
     try:

@@ -22,11 +22,10 @@ from torch import nn
 from ..config import TrainConfig
 from ..engine import Callback, RunResult, fit
 from ..engine.distributed import dist_from_env
-from ..engine.run_dir import RunLog, default_run_dir, prepare_run_dir
 from ..engine.state import seed_everything
 from ..errors import ConfigError
 from ..files import load_checkpoint, write_json
-from ..run_folder import RunFolder
+from ..run_folder import RunFolder, RunLog
 from .bn import apply_bn_policy, describe_bn
 from .cached import fit_linear_cached
 from .plan import DataFacts, FinetunePlan, WeightsFacts, plan_finetune, resolved_config
@@ -237,9 +236,9 @@ def finetune(
     dist = dist_from_env()
     info = _source_info(cfg, resume)
     arch = info["architecture"] if info.get("architecture") and not _user_set(cfg.model, "name") else cfg.model.name
-    out = Path(cfg.out) if cfg.out else default_run_dir(arch)
+    out = Path(cfg.out) if cfg.out else RunFolder.default(arch).path
     if dist.is_main:
-        out = prepare_run_dir(out, resume=resume, overwrite=cfg.overwrite)
+        out = RunFolder(out).prepare(resume=resume, overwrite=cfg.overwrite).path
     run_log = RunLog(RunFolder(out).log, enabled=dist.is_main)
 
     def say(msg: str) -> None:

@@ -1,71 +1,36 @@
-"""``fit``: a ``TrainConfig`` in, a trained run folder out.
-
-This is where the config becomes explicit objects (data bundle, loaders, model, optimizer,
-schedule, scaler, EMA, loggers, DDP wrapper), in the order that fails cheapest first:
-config and output folder, then trackers, then data, then the model. ``Trainer`` runs them.
+"""The config -> objects assembler: a ``TrainConfig`` becomes the ``Trainer``'s explicit
+objects (run folder, data bundle, loaders, model, optimizer, schedule, scaler, EMA, step,
+loggers, DDP wrapper), in the order that fails cheapest first: the run folder and a
+resume's settings, then trackers, then data, then the model. Nothing is written into the
+run folder before these checks pass.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .. import cpu_memory
-from ..config import TrainConfig
+from ..config import TrainConfig, check_resume, save_config
 from ..data.splits import limit_split
-from ..device import resolve_device, resolve_precision, set_cpu_threads
+from ..device import resolve_precision
 from ..errors import ConfigError, DataError
 from ..files import load_checkpoint, write_json
 from ..models import fused as fused_bn
-from .callbacks import Callback, EarlyStopping
-from .distributed import (
-    DistInfo,
-    broadcast_object,
-    cleanup_distributed,
-    dist_from_env,
-    init_distributed,
-    wrap_ddp,
-)  # fmt: skip
+from ..run_folder import RunFolder, RunLock, RunLog
+from .batch_size import batch_sizes, check_batch_norm_batch, smallest_batch
+from .callbacks import EarlyStopping
+from .distributed import DistInfo, broadcast_object, wrap_ddp
 from .ema import ModelEma
 from .loggers import Loggers, check_trackers, make_loggers
 from .optim import build_optimizer
-from .run_dir import RunLog, check_free_space, default_run_dir, prepare_run_dir
 from .schedule import build_schedule
 from .state import seed_everything
 from .step import TrainStep
-from .trainer import RunResult, Trainer  # noqa: F401 - RunResult is fit's return type
-
-
-def _device_for(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and info.enabled:
-        if torch.cuda.device_count() <= info.local_rank:
-            raise ConfigError(
-                f"LOCAL_RANK={info.local_rank} but only {torch.cuda.device_count()} GPU(s) are "
-                "visible; use --nproc_per_node at most the number of GPUs."
-            )
-        device = torch.device("cuda", info.local_rank)
-    if device.type == "cuda":
-        # A bare "cuda" has no index, which set_device rejects on some releases.
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device.index)
-    return device
-
-
-def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_changes(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
+from .trainer import Trainer
 
 
 def load_data(cfg: TrainConfig, data, in_chans: int | None, log):
@@ -99,114 +64,44 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(m.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-class _GlobalSettings:
-    """Sets threads and determinism for the run and puts the previous values back after."""
-
-    def __init__(self, cfg: TrainConfig, device: torch.device, info: DistInfo):
-        self.cfg, self.device, self.info = cfg, device, info
-
-    def __enter__(self) -> "_GlobalSettings":
-        self.prev = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-                     torch.backends.cudnn.benchmark)  # fmt: skip
-        threads = self.cfg.threads
-        if threads is None and self.info.enabled and self.device.type == "cpu":
-            # processes on one machine share its cores
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", self.info.world_size))
-            threads = max(1, len(os.sched_getaffinity(0)) // max(local, 1))
-        self.threads = set_cpu_threads(threads)
-        if self.cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
-        return self
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.prev[0])
-        torch.use_deterministic_algorithms(self.prev[1])
-        torch.backends.cudnn.benchmark = self.prev[2]
+def cap_workers(workers: int | None, log) -> int | None:
+    """``data.workers``, capped to the cores this process may use (more decoder processes
+    than cores only queue for them), with one logged note when it is."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is not None and workers > cores:
+        log(f"note: data.workers={workers} but this process may use {cores} CPU core(s); "
+            f"using {cores} workers.")  # fmt: skip
+        return cores
+    return workers
 
 
-def _run_dir(cfg: TrainConfig, info: DistInfo, resume: bool) -> Path:
-    """Rank 0 picks and checks the folder; every rank gets the path or the same error."""
-    out: tuple[str | None, str | None] = (None, None)
+def _on_rank0(info: DistInfo, work) -> Any:
+    """Runs ``work()`` on rank 0; every rank gets its result, or raises its ConfigError."""
+    out: tuple[Any, str | None] = (None, None)
     if info.is_main:
         try:
-            path = Path(cfg.out) if cfg.out else default_run_dir(cfg.model.name)
-            out = (str(prepare_run_dir(path, resume=resume, overwrite=cfg.overwrite)), None)
+            out = (work(), None)
         except ConfigError as e:
             out = (None, str(e))
     out = broadcast_object(out)
     if out[1] is not None:
         raise ConfigError(out[1])
-    return Path(out[0])
+    return out[0]
 
 
-def fit(
-    cfg: TrainConfig,
-    *,
-    model: nn.Module | None = None,
-    param_groups: Sequence[dict[str, Any]] | None = None,
-    callbacks: Sequence[Callback] = (),
-    resume: bool = False,
-    data=None,
-) -> RunResult:
-    """Trains a model as ``cfg`` says and writes the run folder.
-
-    Args:
-        cfg: the resolved ``TrainConfig`` (``load_config``).
-        model: a prebuilt model (e.g. fine-tuning's pretrained one); default: built from
-            ``cfg.model`` with as many classes as the data has.
-        param_groups: optimizer groups ``[{"params": [...], "lr_scale": 0.1, "name": ...}]``;
-            each group's rate is the scheduled rate times ``lr_scale``; norm/bias tensors of
-            every group get no weight decay. Default: one group of all parameters.
-        callbacks: ``Callback`` objects (see ``reslab.engine.callbacks``).
-        resume: continue the run in ``cfg.out`` from ``checkpoints/last.pt``, exactly.
-        data: a prebuilt ``DataBundle`` (default: ``load_dataset(cfg.data.source, ...)``).
-    Returns:
-        A ``RunResult`` (also written as ``summary.json``).
-    Raises:
-        ConfigError/DataError before training for bad settings or data;
-        ``NonFiniteLossError`` when the loss diverges; ``TrainingInterrupted`` after
-        SIGINT/SIGTERM (a checkpoint has been written).
-    """
-    if not isinstance(cfg, TrainConfig):
-        raise ConfigError(f"fit expects a TrainConfig (from reslab.config.load_config), "
-                          f"received {type(cfg).__name__}.")  # fmt: skip
-    info = dist_from_env()
-    world_micro = info.world_size * cfg.accum_steps
-    if cfg.data.batch_size % world_micro:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by "
-            f"processes x accum_steps = {info.world_size} x {cfg.accum_steps}; e.g. use "
-            f"data.batch_size={max(world_micro, cfg.data.batch_size // world_micro * world_micro)}."
-        )
-    if resume and not cfg.out:
-        raise ConfigError("resume=True needs cfg.out: the run folder to continue (--resume RUN_DIR).")
-    device = _device_for(cfg, info)
-    started_group = info.enabled and not torch.distributed.is_initialized()
-    init_distributed(info, device)
-    try:
-        with _GlobalSettings(cfg, device, info) as settings:
-            run = _Setup(cfg, info, device, settings.threads, resume)
-            trainer = run.build(model, param_groups, callbacks, data)
-            return trainer.fit()
-    finally:
-        if started_group:
-            cleanup_distributed()
-
-
-class _Setup:
+class TrainerBuilder:
     """Turns the config into the trainer's objects, cheapest checks first."""
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, threads: int,
                  resume: bool):  # fmt: skip
         self.cfg, self.info, self.device, self.threads = cfg, info, device, threads
-        self.run_dir = _run_dir(cfg, info, resume)
-        self.log = RunLog(self.run_dir / "log.txt", enabled=info.is_main)
-        check_trackers(cfg.log)
-        self.ckpt = self._load_resume() if resume else None
+        self.batch = batch_sizes(cfg, info.world_size)
+        self.lock: RunLock | None = None
+        self.folder = self._open_folder(resume)
+        self.run_dir = self.folder.path
+        self.log = RunLog(self.folder.log, enabled=info.is_main)
+        if self.ckpt is not None:
+            self._announce_resume()
         self.precision = resolve_precision(device, cfg.precision)
         backend = "nccl" if device.type == "cuda" else "gloo"
         where = f"{info.world_size} processes ({backend}), " if info.enabled else ""
@@ -226,20 +121,48 @@ class _Setup:
             self.log(f"warning: the CPU is busy (load {load:.1f} on {cores} cores); {self.threads} "
                      "threads will wait on each other. threads=1 is often faster on a shared machine.")  # fmt: skip
 
-    def _load_resume(self) -> dict:
-        ckpt = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", map_location="cpu")
-        ignore = ("out:", "log:", "data.workers:", "tracking.")
-        changes = [c for c in _config_changes(ckpt.get("config", {}), self.cfg.to_dict())
-                   if not c.startswith(ignore)]  # fmt: skip
-        if changes:
-            self.log("warning: resuming with changed settings (the resume is exact only without "
-                     "changes): " + "; ".join(changes))  # fmt: skip
+    def _open_folder(self, resume: bool) -> RunFolder:
+        """Checks the folder (and a resume's settings) without writing, then locks and
+        creates it: a refused run leaves the folder byte-for-byte as it was."""
+        cfg = self.cfg
+        name = cfg.model.name
+
+        def check() -> str:
+            folder = RunFolder(cfg.out) if cfg.out else RunFolder.default(name)
+            folder.check_writable(resume=resume, overwrite=cfg.overwrite)
+            return str(folder.path)
+
+        folder = RunFolder(_on_rank0(self.info, check))
+        check_trackers(cfg.log)
+        self.ckpt, self.resume_changes = None, []
+        if resume:
+            self.ckpt = load_checkpoint(folder.last, map_location="cpu")
+            self.resume_changes = check_resume(self.ckpt.get("config", {}), cfg.to_dict(), str(folder.path))
+
+        def create() -> None:
+            self.lock = folder.lock() if folder.path.is_dir() else None
+            folder.create()
+            if self.lock is None:  # a new folder: lock it now that it exists
+                self.lock = folder.lock()
+
+        _on_rank0(self.info, create)
+        return folder
+
+    def close(self) -> None:
+        """Releases the run folder's lock."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _announce_resume(self) -> None:
+        ckpt = self.ckpt
+        if self.resume_changes:
+            self.log("resuming with changed settings: " + "; ".join(self.resume_changes))
         s = ckpt["sampler"]
         self.log(f"resuming {self.run_dir}: epoch {s['epoch'] + 1}, batch {s['batch']}/{s['batches']}, "
                  f"step {ckpt['step']}")  # fmt: skip
-        return ckpt
 
-    def build(self, model, param_groups, callbacks, data) -> Trainer:
+    def build(self, model, param_groups, callbacks, data, loss_fn=None) -> Trainer:
         cfg, info = self.cfg, self.info
         # ---- data
         in_chans = getattr(model, "in_chans", None) if model is not None else None
@@ -262,8 +185,10 @@ class _Setup:
         # ---- model
         model = self._model(model, classes, bundle.in_chans)
         loaders = self._loaders(splits, bundle.preprocess)
+        check_batch_norm_batch(model, smallest_batch(loaders["train"]), cfg.model.sync_bn,
+                               self.info.world_size, self.log)  # fmt: skip
         # ---- optimisation
-        step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes))
+        step = self._step(model, param_groups, loaders["train"], splits["train"], len(classes), loss_fn)
         all_callbacks = list(callbacks)
         es = cfg.early_stop
         if es.patience:
@@ -275,11 +200,16 @@ class _Setup:
         meta = {"classes": classes, "preprocess": bundle.preprocess,
                 "model_args": getattr(model, "model_args", None), "split_info": bundle.split_info,
                 "val_total": len(splits["val"]) if splits["val"] is not None else None}  # fmt: skip
+        if self.ckpt is not None and list(self.ckpt["classes"]) != classes:
+            old = list(self.ckpt["classes"])
+            raise DataError(
+                f"cannot resume {self.run_dir}: the data now has {len(classes)} classes "
+                f"{classes[:5]}..., the run was trained on {len(old)} classes {old[:5]}...; "
+                "resume with the same data, or start a new run with another --out."
+            )
         if info.is_main:
-            from ..config import save_config
-
-            save_config(cfg, self.run_dir / "config.yaml")
-            write_json(self.run_dir / "classes.json", classes)
+            save_config(cfg, self.folder.config)
+            write_json(self.folder.classes, classes)
         trainer = Trainer(
             cfg, model=model, train_model=step.model, step=step, train_loader=loaders["train"],
             val_loader=loaders["val"], test_loader=loaders["test"], precision=self.precision,
@@ -305,7 +235,7 @@ class _Setup:
             model.to(memory_format=torch.channels_last)
         if self.info.is_main:
             # last.pt holds weights, optimizer state (1-2 copies) and EMA: about 4x the weights
-            check_free_space(self.run_dir, 4 * 4 * sum(p.numel() for p in model.parameters()))
+            self.folder.check_free_space(4 * 4 * sum(p.numel() for p in model.parameters()))
         return model
 
     def _loaders(self, splits: dict, preprocess: dict) -> dict:
@@ -313,10 +243,9 @@ class _Setup:
         from ..data.loaders import progressive_sizes
 
         cfg, info = self.cfg, self.info
-        micro = cfg.data.batch_size // (info.world_size * cfg.accum_steps)
-        eval_bs = max(1, (cfg.data.eval_batch_size or 2 * cfg.data.batch_size) // info.world_size)
+        sizes_ = self.batch
         common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
-                      workers=cfg.data.workers)  # fmt: skip
+                      workers=cap_workers(cfg.data.workers, self.log))  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
         ramp, sizes = cfg.data.progressive_resize, None
@@ -324,7 +253,7 @@ class _Setup:
             sizes = progressive_sizes(preprocess["crop"], cfg.epochs, ramp.min_size,
                                       ramp.start_epoch, ramp.end_epoch, ramp.step)  # fmt: skip
         out["train"] = make_loader(
-            splits["train"], batch_size=micro, train=True, augment=cfg.data.augment,
+            splits["train"], batch_size=sizes_.micro, train=True, augment=cfg.data.augment,
             sampler=cfg.data.sampler, random_erasing=cfg.data.random_erasing, sizes=sizes,
             **shard, **common,
         )  # fmt: skip
@@ -334,19 +263,19 @@ class _Setup:
                 f"{len(splits['train'])} training images; use a smaller batch."
             )
         if splits["val"] is not None and len(splits["val"]):
-            out["val"] = make_loader(splits["val"], batch_size=eval_bs, train=False,
+            out["val"] = make_loader(splits["val"], batch_size=sizes_.eval, train=False,
                                      **shard, **common)  # fmt: skip
         if splits["test"] is not None and len(splits["test"]) and info.is_main:
-            out["test"] = make_loader(splits["test"], batch_size=eval_bs, train=False, **common)
+            out["test"] = make_loader(splits["test"], batch_size=sizes_.eval, train=False, **common)
         return out
 
     def _step(self, model: nn.Module, param_groups, loader, train_split,
-              num_classes: int) -> TrainStep:  # fmt: skip
+              num_classes: int, loss_fn) -> TrainStep:  # fmt: skip
         from ..data import class_weights, mixup_cutmix
 
         cfg, device = self.cfg, self.device
         optimizer = build_optimizer(cfg.optim, model, param_groups)
-        self.steps_per_epoch = -(-len(loader) // cfg.accum_steps)
+        self.steps_per_epoch = self.batch.steps_per_epoch(len(loader))
         total = cfg.epochs * self.steps_per_epoch
         scheduler = build_schedule(optimizer, cfg.schedule, total, self.steps_per_epoch)
         scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
@@ -363,7 +292,7 @@ class _Setup:
             num_classes=num_classes, label_smoothing=cfg.label_smoothing, class_weight=weight,
             accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, scaler=scaler, ema=ema,
             mixup=cfg.data.mixup, cutmix=cfg.data.cutmix, mix_fn=mixup_cutmix, seed=cfg.seed,
-            rank=self.info.rank,
+            rank=self.info.rank, loss_fn=loss_fn,
         )  # fmt: skip
 
     def _announce(self, bundle, splits: dict, model: nn.Module, step: TrainStep,

@@ -1,25 +1,15 @@
-"""The one typed run config: YAML recipe + command-line overrides -> ``TrainConfig``.
+"""The typed run config's sections: every key with its unit, default and allowed values.
 
-Every key is declared here with its unit and allowed values; unknown keys are refused, so a
-typo (``optim.weight_decy``) fails before any work instead of being silently ignored::
-
-    cfg = load_config("configs/fmnist_resnet20.yaml", overrides=["epochs=5", "optim.lr=0.2"])
-    cfg = load_config(None, overrides={"data": {"source": "digits"}, "epochs": 3})
-
-Precedence: field defaults < the YAML file < overrides (applied in order). The resolved
-config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+``extra="forbid"`` everywhere: an unknown key is an error (``loading.py`` turns it into a
+"did you mean"), never silently dropped.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from .errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LOGGERS = ("tensorboard", "mlflow", "wandb")
 
@@ -89,7 +79,7 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        from .models import list_models
+        from ..models import list_models
 
         names = list_models()
         if v not in names:
@@ -308,170 +298,3 @@ class TrainConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (YAML/JSON/checkpoint safe)."""
         return self.model_dump(mode="json")
-
-
-# ---------------------------------------------------------------------------- loading
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(
-            f"override {item!r} is not key=value; write e.g. optim.lr=0.05 or schedule.name=step."
-        )
-    key, raw = item.split("=", 1)
-    key = key.strip().lstrip("-")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["optim.lr=0.05", "ema=true"]`` -> ``{"optim.lr": 0.05, "ema": True}`` (YAML values)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        keys, value = _parse_override(str(item))
-        out[".".join(keys)] = value
-    return out
-
-
-def _set(tree: dict, path: Sequence[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[part] = nxt
-        node = nxt
-    node[path[-1]] = value
-
-
-def _merge(base: dict, update: Mapping) -> dict:
-    for k, v in update.items():
-        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        elif isinstance(v, Mapping):
-            base[k] = _merge({}, v)
-        else:
-            base[k] = v
-    return base
-
-
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        keys.append(prefix + name)
-        ann = field.annotation
-        for cand in (ann, *getattr(ann, "__args__", ())):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                keys += _valid_keys(cand, prefix + name + ".")
-    return keys
-
-
-def _describe(err: dict, where: str) -> str:
-    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-    key = ".".join(parts) or "(top level)"
-    received = err.get("input")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        section = key.rsplit(".", 1)[0] if "." in key else ""
-        keys = _valid_keys(TrainConfig)
-        if section:
-            valid = [k for k in keys if k.rsplit(".", 1)[0] == section]
-        else:
-            valid = [k for k in keys if "." not in k]
-        close = difflib.get_close_matches(key, _valid_keys(TrainConfig), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown key {key!r}.{hint} Valid keys here: {', '.join(valid)}."
-    ctx = err.get("ctx") or {}
-    msg = str(ctx.get("error", err["msg"])) if kind == "value_error" else err["msg"]
-    msg = msg.removeprefix("Value error, ").removeprefix("Input should be ")
-    if kind == "value_error" and isinstance(received, dict):
-        return f"{msg}."  # a check across several keys: the message names them
-    if kind == "literal_error":
-        msg = f"one of {ctx.get('expected')}"
-    elif kind != "value_error":
-        msg = f"a value {msg}" if msg.split(" ")[0] in ("greater", "less") else msg
-    return f"{key}: received {received!r}; expected {msg}."
-
-
-def validate_config(data: Mapping[str, Any], where: str = "the config") -> TrainConfig:
-    """Validates a plain dict into a ``TrainConfig``.
-
-    Args:
-        data: nested dict of config values.
-        where: named in the error (e.g. the YAML file).
-    Returns:
-        The validated config.
-    Raises:
-        ConfigError naming each bad key, the received value and the allowed values.
-    """
-    try:
-        return TrainConfig.model_validate(dict(data))
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            if err["type"] == "literal_error" and err.get("input") is None:
-                continue
-            lines.append("  " + _describe(err, where))
-        if not lines:  # only the Optional's None branch complained: report everything
-            lines = ["  " + _describe(err, where) for err in e.errors()]
-        raise ConfigError(
-            f"invalid value(s) in {where}:\n" + "\n".join(dict.fromkeys(lines))
-            + "\nFix the YAML file or pass key=value, e.g. optim.name=sgd."
-        ) from None
-
-
-def load_config(
-    path: str | os.PathLike | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] | None = None,
-) -> TrainConfig:
-    """Loads a recipe and applies overrides.
-
-    Args:
-        path: a YAML file (None: the defaults).
-        overrides: ``["optim.lr=0.05", "ema=true"]`` (values parsed as YAML) or a dict,
-            nested (``{"optim": {"lr": 0.05}}``) or dotted (``{"optim.lr": 0.05}``).
-    Returns:
-        The validated ``TrainConfig``.
-    Raises:
-        ConfigError for a missing/unreadable file, a malformed override or a bad value.
-    """
-    tree: dict[str, Any] = {}
-    where = "the config"
-    if path is not None:
-        where = str(path)
-        if not os.path.exists(path):
-            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe "
-                              "such as configs/fmnist_resnet20.yaml.")  # fmt: skip
-        try:
-            with open(path) as f:
-                loaded = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            kind = type(loaded).__name__
-            raise ConfigError(f"{path} must hold a mapping of keys (received {kind}).")
-        tree = _merge(tree, loaded)
-    if overrides:
-        where += " + overrides" if path else " (overrides)"
-        if isinstance(overrides, Mapping):
-            for k, v in overrides.items():
-                if "." in str(k):
-                    _set(tree, str(k).split("."), v)
-                elif isinstance(v, Mapping) and isinstance(tree.get(k), dict):
-                    _merge(tree[k], v)
-                else:
-                    tree[k] = _merge({}, v) if isinstance(v, Mapping) else v
-        else:
-            for item in overrides:
-                keys, value = _parse_override(str(item))
-                _set(tree, keys, value)
-    return validate_config(tree, where)
-
-
-def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    """Writes the resolved config as YAML (atomically)."""
-    from .files import atomic_write_bytes
-
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
