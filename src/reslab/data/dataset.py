@@ -26,6 +26,7 @@ from .builtin_datasets import (
 )
 from .bundle import DataBundle, Split
 from .cache import decode_files, decode_files_cached
+from .file_checks import screen_files
 from .health import MIN_PER_CLASS, HealthReport, check_scan, check_tensors, tensor_groups
 from .sources import Scan, _label_sort_key, scan_source
 from .splits import stratified_split
@@ -208,8 +209,10 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
             images, kept, skipped = decode_files_cached(paths, c, store, use_cache=cache, log=log)
             split = Split(name, labels[kept], images=images, hflip=hflip, skipped=skipped)
             skipped_all += skipped
-        else:
-            split = Split(name, labels, paths=paths, hflip=hflip)
+        else:  # streamed: screened now, so every announced image is one the loader can read
+            kept, skipped = screen_files(paths, c, store)
+            split = Split(name, labels[kept], paths=[paths[i] for i in kept], hflip=hflip, skipped=skipped)
+            skipped_all += skipped
         if len(split) == 0:
             if name == "train":
                 raise DataError(f"{source}: none of the {len(paths)} training files could be decoded.")
@@ -217,7 +220,7 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
             continue
         splits[name] = split
     if skipped_all:
-        log(f"skipped {len(skipped_all)} unreadable files while decoding, e.g. "
+        log(f"skipped {len(skipped_all)} unreadable files, e.g. "
             f"{'; '.join(f'{p}: {r}' for p, r in skipped_all[:3])}")  # fmt: skip
 
     train = splits["train"]
