@@ -18,6 +18,7 @@ _EXPORTS = {
     "DataBundle": "bundle",
     "Split": "bundle",
     "check_classes": "bundle",
+    "check_out_not_inside": "sources",
     "make_loader": "loaders",
     "InMemoryLoader": "loaders",
     "StreamingLoader": "loaders",

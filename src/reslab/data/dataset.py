@@ -19,10 +19,10 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from .builtin_datasets import (
     BuiltinData,
-    parse_builtin,
     read_cifar,
     read_digits_builtin,
     read_fashion_mnist_cached,
+    resolve_builtin,
 )
 from .bundle import DataBundle, Split
 from .cache import decode_files, decode_files_cached
@@ -72,8 +72,9 @@ def _refuse(report: HealthReport) -> None:
                       for p in kinds)  # fmt: skip
     raise DataError(
         f"{report.source} has problems that make training meaningless:\n{lines}\n"
-        f"Run 'reslab check {report.source}' for the full report, fix them, or pass check='warn' "
-        "to train anyway."
+        f"Run 'reslab check {report.source}' for the full report and fix them, or train anyway "
+        "with data.check=warn on the command line (reslab train ... data.check=warn), "
+        "check='warn' in Python (load_dataset(..., check='warn')) or data: {check: warn} in a config."
     )
 
 
@@ -308,11 +309,11 @@ def load_dataset(
         raise ConfigError(f"image_size={image_size!r} must be a positive integer (pixels).")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction!r} must be in [0, 1); e.g. 0.1 holds out 10%.")
-    builtin = parse_builtin(str(source))
+    builtin = resolve_builtin(source)
     common = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, in_chans=in_chans,
                   check=mode, log=log, mean=mean, std=std, resize=resize, flip=flip,
                   min_per_class=min_per_class)  # fmt: skip
-    if builtin is not None and not os.path.exists(str(source)):
+    if builtin is not None:
         return _load_builtin(*builtin, download=download, **common)
     if not os.path.exists(str(source)):
         raise DataError(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .builtin_datasets import builtin_splits_for_check, resolve_builtin
 from .file_checks import (
     MAX_ASPECT,
     MAX_SIDE,
@@ -337,12 +338,8 @@ def check_dataset(source: str | os.PathLike, *, full: bool = True, min_per_class
     Returns:
         A ``HealthReport``; ``report.blocking`` says whether training should refuse it.
     """
-    from .builtin_datasets import parse_builtin
-
-    builtin = parse_builtin(str(source))
-    if builtin is not None and not os.path.exists(str(source)):
-        from .builtin_datasets import builtin_splits_for_check
-
+    builtin = resolve_builtin(source)
+    if builtin is not None:
         splits, classes = builtin_splits_for_check(*builtin)
         return check_tensors(str(source), splits, classes, min_per_class)
     return check_scan(scan_source(source), full=full, min_per_class=min_per_class)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..run_folder import RunFolder
 from .images import is_image_file
 
@@ -241,6 +241,28 @@ def scan_folder(root: str | os.PathLike) -> Scan:
             "class), or root/train/<class>/* with root/val/<class>/*."
         )
     return scan
+
+
+def check_out_not_inside(data: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuses a run folder inside an image-folder dataset, before anything is written.
+
+    A run folder under the data would be scanned as a class (or set aside) on the next
+    load, and its files mixed with the user's images.
+
+    Args:
+        data: the data source (only a folder can contain the run; CSVs and built-ins pass).
+        out: the run folder (``--out``).
+    Raises:
+        ConfigError naming both folders when ``out`` is ``data`` or lies inside it.
+    """
+    if not os.path.isdir(data):
+        return
+    root, run = os.path.realpath(data), os.path.realpath(out)
+    if _inside(run, root):
+        raise ConfigError(
+            f"--out {out} is inside the data folder {data}: the run's files would be read as "
+            f"training data. Choose an --out outside {data}, e.g. --out runs/<name>."
+        )
 
 
 def _label_sort_key(labels: set[str]):
