@@ -15,6 +15,7 @@ from reslab._lazy import lazy_exports
 _EXPORTS = {
     "load_dataset": "dataset",
     "channel_stats": "dataset",
+    "from_datasets": "torch_datasets",
     "DataBundle": "bundle",
     "Split": "bundle",
     "check_classes": "bundle",

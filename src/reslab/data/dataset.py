@@ -27,7 +27,14 @@ from .builtin_datasets import (
 from .bundle import DataBundle, Split
 from .cache import decode_files, decode_files_cached
 from .file_checks import screen_files
-from .health import MIN_PER_CLASS, HealthReport, check_scan, check_tensors, tensor_groups
+from .health import (
+    MIN_PER_CLASS,
+    HealthReport,
+    check_scan,
+    check_tensors,
+    refuse_blocking,
+    tensor_groups,
+)
 from .sources import Scan, _label_sort_key, scan_source
 from .splits import stratified_split
 from .transforms import SMALL_IMAGE, make_preprocess, to_channels
@@ -59,23 +66,12 @@ def _digest(items) -> str:
     return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]
 
 
-def _check_mode(check: Any) -> str | None:
+def check_mode(check: Any) -> str | None:
+    """``load_dataset``'s ``check`` argument -> ``fast``, ``full``, ``warn`` or None (off)."""
     modes = {True: "fast", False: None, None: None, "fast": "fast", "full": "full", "warn": "warn"}
     if check not in modes:
         raise ConfigError(f"check={check!r}: use True (fast, refuse blocking problems), 'full', 'warn' or False.")
     return modes[check]
-
-
-def _refuse(report: HealthReport) -> None:
-    kinds = [p for p in report.problems if p.blocking]
-    lines = "\n".join(f"  {p.kind}: {p.count} ({p.message}); e.g. {', '.join(p.paths[:3])}. Fix: {p.fix}"
-                      for p in kinds)  # fmt: skip
-    raise DataError(
-        f"{report.source} has problems that make training meaningless:\n{lines}\n"
-        f"Run 'reslab check {report.source}' for the full report and fix them, or train anyway "
-        "with data.check=warn on the command line (reslab train ... data.check=warn), "
-        "check='warn' in Python (load_dataset(..., check='warn')) or data: {check: warn} in a config."
-    )
 
 
 # ---- built-in datasets -------------------------------------------------------------------
@@ -113,7 +109,7 @@ def _load_builtin(name, root, *, val_fraction, seed, image_size, in_chans, check
         report = check_tensors(name, splits, data.classes, min_per_class)
         log(report.summary())
         if report.blocking and check != "warn":
-            _refuse(report)
+            refuse_blocking(report)
         health = {**report.to_dict(), "skipped": []}
     native = x.shape[-1]
     size = image_size or native
@@ -175,7 +171,7 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
         report = check_scan(scan, full=check == "full", min_per_class=min_per_class)
         log(report.summary())
         if report.blocking and check != "warn":
-            _refuse(report)
+            refuse_blocking(report)
     by_split, made_val = _assign_splits(scan, report, val_fraction, seed)
     if not by_split.get("train"):
         raise DataError(f"{source}: no usable training images. Expected root/<class>/*.jpg or a CSV path,label.")
@@ -300,7 +296,7 @@ def load_dataset(
         DataError for missing data or blocking health problems; ConfigError for bad arguments.
     """
     log = log or (lambda msg: None)
-    mode = _check_mode(check)
+    mode = check_mode(check)
     if mode == "fast":
         mode = True
     if in_chans not in (None, 1, 3):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DataError
 from .builtin_datasets import builtin_splits_for_check, resolve_builtin
 from .file_checks import (
     MAX_ASPECT,
@@ -136,6 +137,20 @@ class HealthReport:
             eg = ", ".join(p.paths[:max_paths])
             lines.append(f"  {tag} {p.kind}: {p.count} - {p.message}" + (f" (e.g. {eg})" if eg else ""))
         return "\n".join(lines)
+
+
+def refuse_blocking(report: HealthReport) -> None:
+    """Raises the ``DataError`` training gives for blocking problems: each kind, a few
+    paths, its fix, and the three ways to train anyway."""
+    kinds = [p for p in report.problems if p.blocking]
+    lines = "\n".join(f"  {p.kind}: {p.count} ({p.message}); e.g. {', '.join(p.paths[:3])}. Fix: {p.fix}"
+                      for p in kinds)  # fmt: skip
+    raise DataError(
+        f"{report.source} has problems that make training meaningless:\n{lines}\n"
+        f"Run 'reslab check {report.source}' for the full report and fix them, or train anyway "
+        "with data.check=warn on the command line (reslab train ... data.check=warn), "
+        "check='warn' in Python (load_dataset(..., check='warn')) or data: {check: warn} in a config."
+    )
 
 
 def _add(problems: dict, kind: str, paths: list[str], details: list[str] | None = None, count=None):
