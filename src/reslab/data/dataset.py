@@ -163,6 +163,46 @@ def _assign_splits(scan: Scan, report: HealthReport | None, val_fraction: float,
     return by_split, bool(made_val)
 
 
+def _decode_splits(source, by_split: dict[str, list], index: dict[str, int], c: int, store: int, *,
+                   memory: bool, hflip: bool, cache: bool, log) -> tuple[dict[str, Split], list]:  # fmt: skip
+    """``({split: Split}, [(path, reason)] skipped)``: decoded into memory, or screened
+    (streamed), so every image a split announces is one its loader can read."""
+    splits: dict[str, Split] = {}
+    skipped_all: list[tuple[str, str]] = []
+    for name in ("train", "val", "test"):
+        items = by_split.get(name)
+        if not items:
+            continue
+        paths = [p for p, _ in items]
+        labels = torch.tensor([index[lbl] for _, lbl in items], dtype=torch.int64)
+        if memory:
+            images, kept, skipped = decode_files_cached(paths, c, store, use_cache=cache, log=log)
+            split = Split(name, labels[kept], images=images, hflip=hflip, skipped=skipped)
+        else:
+            kept, skipped = screen_files(paths, c, store)
+            split = Split(name, labels[kept], paths=[paths[i] for i in kept], hflip=hflip, skipped=skipped)
+        skipped_all += skipped
+        if len(split) == 0:
+            if name == "train":
+                raise DataError(f"{source}: none of the {len(paths)} training files could be decoded.")
+            log(f"warning: no readable {name} images; the {name} split is left out")
+            continue
+        splits[name] = split
+    if skipped_all:
+        log(f"skipped {len(skipped_all)} unreadable files, e.g. "
+            f"{'; '.join(f'{p}: {r}' for p, r in skipped_all[:3])}")  # fmt: skip
+    return splits, skipped_all
+
+
+def _train_stats(train: Split, c: int, store: int) -> tuple[list[float], list[float]]:
+    """Mean and std of the training images (of up to 512 evenly spaced files when streamed)."""
+    if train.in_memory:
+        return channel_stats(train.images)
+    step = max(1, len(train.paths) // 512)
+    sample, _, _ = decode_files(train.paths[::step][:512], c, store)
+    return channel_stats(sample) if len(sample) else ([0.5] * c, [0.25] * c)
+
+
 def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, check, log, mean, std,
                 resize, flip, memory_budget_gb, min_per_class, cache) -> DataBundle:  # fmt: skip
     scan = scan_source(source)
@@ -194,40 +234,10 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
     memory = need_gb <= memory_budget_gb if in_memory == "auto" else bool(in_memory)
     hflip = True if flip is None else bool(flip)
 
-    splits: dict[str, Split] = {}
-    skipped_all: list[tuple[str, str]] = []
-    for name in ("train", "val", "test"):
-        items = by_split.get(name)
-        if not items:
-            continue
-        paths = [p for p, _ in items]
-        labels = torch.tensor([index[lbl] for _, lbl in items], dtype=torch.int64)
-        if memory:
-            images, kept, skipped = decode_files_cached(paths, c, store, use_cache=cache, log=log)
-            split = Split(name, labels[kept], images=images, hflip=hflip, skipped=skipped)
-            skipped_all += skipped
-        else:  # streamed: screened now, so every announced image is one the loader can read
-            kept, skipped = screen_files(paths, c, store)
-            split = Split(name, labels[kept], paths=[paths[i] for i in kept], hflip=hflip, skipped=skipped)
-            skipped_all += skipped
-        if len(split) == 0:
-            if name == "train":
-                raise DataError(f"{source}: none of the {len(paths)} training files could be decoded.")
-            log(f"warning: no readable {name} images; the {name} split is left out")
-            continue
-        splits[name] = split
-    if skipped_all:
-        log(f"skipped {len(skipped_all)} unreadable files, e.g. "
-            f"{'; '.join(f'{p}: {r}' for p, r in skipped_all[:3])}")  # fmt: skip
-
-    train = splits["train"]
+    splits, skipped_all = _decode_splits(source, by_split, index, c, store, memory=memory, hflip=hflip,
+                                         cache=cache, log=log)  # fmt: skip
     if mean is None or std is None:
-        if train.in_memory:
-            mean, std = channel_stats(train.images)
-        else:
-            step = max(1, len(train.paths) // 512)
-            sample, _, _ = decode_files(train.paths[::step][:512], c, store)
-            mean, std = channel_stats(sample) if len(sample) else ([0.5] * c, [0.25] * c)
+        mean, std = _train_stats(splits["train"], c, store)
     preprocess = make_preprocess(size, c, mean, std, store)
     val = splits.get("val")
     split_info: dict[str, Any] = {
@@ -245,7 +255,7 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
         health["skipped"] = [{"path": p, "reason": r} for p, r in skipped_all]
     log(f"data: {len(classes)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         + f", {c}x{size}x{size} ({'in memory' if memory else 'streamed from files'})")  # fmt: skip
-    return DataBundle(str(source), classes, train, val, splits.get("test"), c, preprocess, split_info, health)
+    return DataBundle(str(source), classes, splits["train"], val, splits.get("test"), c, preprocess, split_info, health)
 
 
 def load_dataset(

@@ -141,6 +141,17 @@ def _held_out(train: Split, val_fraction: float, seed: int) -> tuple[Split, Spli
     return train.subset(keep, "train"), train.subset(held, "val")
 
 
+def _check(splits: dict[str, Split], names: list[str], mode: str, min_per_class: int, log) -> dict:
+    """The health check of in-memory splits; refuses blocking problems unless ``warn``.
+    The splits are the user's own, so leakage between them is blocking."""
+    report = check_tensors("datasets", {k: (s.images, s.labels) for k, s in splits.items()}, names,
+                           min_per_class, official=False)  # fmt: skip
+    log(report.summary())
+    if report.blocking and mode != "warn":
+        refuse_blocking(report)
+    return {**report.to_dict(), "skipped": []}
+
+
 def from_datasets(
     train: Any,
     val: Any = None,
@@ -201,14 +212,7 @@ def from_datasets(
         splits["train"], held = _held_out(splits["train"], val_fraction, seed)
         if held is not None:
             splits["val"] = held
-    health = None
-    if mode:
-        report = check_tensors("datasets", {k: (s.images, s.labels) for k, s in splits.items()}, names,
-                               min_per_class, official=False)  # fmt: skip
-        log(report.summary())
-        if report.blocking and mode != "warn":
-            refuse_blocking(report)
-        health = {**report.to_dict(), "skipped": []}
+    health = _check(splits, names, mode, min_per_class, log) if mode else None
     if mean is None or std is None:
         mean, std = channel_stats(splits["train"].images)
     split_info = {
