@@ -124,34 +124,39 @@ def _walk_class(folder: str, real: str, label: str, split: str | None, scan: Sca
     """Lists a class folder and its sub-folders without ever leaving the dataset folder.
 
     Directories are walked without following links (``os.walk(followlinks=False)``'s
-    rule); a link is read only after ``_follow`` checked its real path, and a real folder
-    is read at most once, so the walk always ends.
+    rule, through ``os.scandir``: no extra system call per plain file); a link is read only
+    after ``_follow`` checked its real path, and a real folder is read at most once, so
+    the walk always ends.
     """
     stack = [(folder, real)]
     seen = {real}
     while stack:
         dirpath, dir_real = stack.pop()
         try:
-            names = sorted(os.listdir(dirpath))
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             scan.set_aside.setdefault("missing_file", []).append(dirpath)
             continue
         subdirs = []
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if _is_hidden(name):
-                scan.set_aside.setdefault("hidden", []).append(path)
+        for entry in entries:
+            if _is_hidden(entry.name):
+                scan.set_aside.setdefault("hidden", []).append(entry.path)
                 continue
-            target = _follow(path, dir_real, scan)
-            if target is None:
-                continue
-            if not os.path.isdir(target):
-                _add_file(path, label, split, scan)
+            if entry.is_symlink():
+                target = _follow(entry.path, dir_real, scan)
+                if target is None:
+                    continue
+                is_dir = os.path.isdir(target)
+            else:
+                target, is_dir = os.path.join(dir_real, entry.name), entry.is_dir(follow_symlinks=False)
+            if not is_dir:
+                _add_file(entry.path, label, split, scan)
             elif looks_like_run_folder(target):
-                scan.set_aside.setdefault("run_folder", []).append(path)
+                scan.set_aside.setdefault("run_folder", []).append(entry.path)
             elif target not in seen:  # a link to a folder already read adds nothing
                 seen.add(target)
-                subdirs.append((path, target))
+                subdirs.append((entry.path, target))
         stack.extend(reversed(subdirs))  # popped last-in: sub-folders in sorted order
 
 
