@@ -69,3 +69,11 @@ def test_a_run_folder_inside_the_data_is_ignored_not_blamed_on_the_data(tmp_path
     report = check_dataset(root, full=False, min_per_class=1)
     assert report.problem("run_folder").paths == ["run1"]
     assert not report.blocking and report.stats["splits"]["all"]["classes"] == {"cat": 12, "dog": 12}
+
+
+def test_a_folder_made_only_of_outside_links_says_why_it_is_empty(tmp_path):
+    outside = make_image_folder(tmp_path / "real", ["a", "b"], per_class=4, size=(12, 12))
+    (tmp_path / "d").mkdir()
+    os.symlink(outside, tmp_path / "d" / "train")
+    with pytest.raises(DataError, match=r"no class folders \(links lead out of it.*train"):
+        check_dataset(tmp_path / "d", full=False)

@@ -241,9 +241,12 @@ def scan_folder(root: str | os.PathLike) -> Scan:
             )
         _scan_split_dir(str(root), scan.real_root, None, scan)
     if not any(scan.class_dirs.values()):
+        links = sorted(set(scan.set_aside.get("link_outside", []) + scan.set_aside.get("symlink_loop", [])))
+        why = (f" (links lead out of it or into a cycle and are not followed: {links[:3]}; copy the "
+               "linked data into the folder, or point at the real folder)") if links else ""  # fmt: skip
         raise DataError(
-            f"{root} has no class folders. Expected root/<class>/<image files> (one folder per "
-            "class), or root/train/<class>/* with root/val/<class>/*."
+            f"{root} has no class folders{why}. Expected root/<class>/<image files> (one folder "
+            "per class), or root/train/<class>/* with root/val/<class>/*."
         )
     return scan
 
