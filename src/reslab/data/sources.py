@@ -161,8 +161,13 @@ def _walk_class(folder: str, real: str, label: str, split: str | None, scan: Sca
 
 
 def _scan_split_dir(folder: str, real: str, split: str | None, scan: Scan) -> None:
-    classes = []
-    for name in sorted(os.listdir(folder)):
+    classes: list[str] = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # unreadable: reported, and the split has no classes
+        scan.set_aside.setdefault("missing_file", []).append(folder)
+        names = []
+    for name in names:
         child = os.path.join(folder, name)
         if _is_hidden(name):
             scan.set_aside.setdefault("hidden", []).append(child)
@@ -219,7 +224,10 @@ def scan_folder(root: str | os.PathLike) -> Scan:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder. Expected root/<class>/*.jpg or root/train/<class>/*.")
     scan = Scan(root, "folder", [], {})
-    split_dirs = _split_folders(root, scan)
+    try:
+        split_dirs = _split_folders(root, scan)
+    except OSError as e:
+        raise DataError(f"{root} cannot be listed ({e.strerror}); check its permissions.") from None
     if "train" in split_dirs:
         scan.kind = "folder-split"
         for split in ("train", "val", "test"):
