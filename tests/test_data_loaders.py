@@ -3,6 +3,8 @@ ops against straightforward per-image oracles, class balance, and bad files skip
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -317,3 +319,15 @@ def test_progressive_resize_shrinks_training_batches_only(digits):
     assert "progressive resizing 8 px (epoch 1), 12 px (epoch 2), 16 px (epochs 3-4)" in ramp.describe()
     evaluation = make_loader(digits.val or digits.test, train=False, sizes=sizes, **kw)
     assert next(iter(evaluation))[0].shape[-1] == 16
+
+
+def test_streaming_workers_are_capped_at_the_cores_with_a_note(tmp_path):
+    make_image_folder(tmp_path / "d", ["a", "b"], per_class=4, size=(16, 16))
+    bundle = load_dataset(tmp_path / "d", in_memory=False, log=None, min_per_class=1)
+    cores = len(os.sched_getaffinity(0))
+    lines = []
+    loader = make_loader(bundle.train, batch_size=4, train=False, preprocess=bundle.preprocess,
+                         workers=cores + 60, log=lines.append)  # fmt: skip
+    assert loader.workers == cores and len(lines) == 1 and f"workers={cores + 60}" in lines[0]
+    with pytest.raises(ConfigError, match="workers=-1"):
+        make_loader(bundle.train, batch_size=4, train=False, preprocess=bundle.preprocess, workers=-1)

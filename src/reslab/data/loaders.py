@@ -308,6 +308,22 @@ def _keep(batch):
     return batch
 
 
+def _worker_count(workers: int | None, log: Callable[[str], Any]) -> int:
+    """Decoder processes: default min(4, cores); more than the cores is capped, with a note,
+    since extra processes only compete for the same cores (and each holds a copy of the
+    decode state)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is None:
+        return min(4, cores)
+    if int(workers) < 0:
+        raise ConfigError(f"workers={workers!r}: use 0 (decode in this process) or a positive count.")
+    if int(workers) > cores:
+        log(f"note: workers={workers} is more than the {cores} CPU cores this process may use; "
+            f"using {cores} decoder processes.")  # fmt: skip
+        return cores
+    return int(workers)
+
+
 class StreamingLoader(_Loader):
     """Batches decoded from files by persistent DataLoader workers (see module docstring)."""
 
@@ -315,8 +331,7 @@ class StreamingLoader(_Loader):
 
     def __init__(self, split: Split, workers: int | None = None, **kw):
         super().__init__(split, **kw)
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1)
+        workers = _worker_count(workers, self.log)
         tf = train_transform(self.preprocess, self.spec) if self.train else eval_tensor_transform(self.preprocess)
         self._dataset = _BatchDataset(
             split.paths, split.labels, tf, self.in_chans, self.preprocess["resize"],
@@ -400,7 +415,8 @@ def make_loader(
         augment: see ``transforms.resolve_augment`` (``default``, ``none``, ``trivial``, ...).
         seed: order and augmentation depend only on (seed, epoch, batch index).
         device: where batches are produced (``cpu``, ``cuda``, ``auto``).
-        workers: decoder processes for streamed splits (default min(4, CPUs)); ignored in memory.
+        workers: decoder processes for streamed splits (default min(4, CPUs); more than the
+            CPU cores are capped to them, with a note in the log); ignored in memory.
         drop_last: drop the last partial batch; default True when training on more than one batch.
         sampler: ``random`` or ``balanced`` (class-balanced draws with replacement).
         rank, world_size: DDP sharding: disjoint slices of one permutation, equal lengths.
