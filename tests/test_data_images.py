@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from reslab.data import eval_transform, load_image
-from reslab.data.images import load_image_tensor, pil_to_uint8
+from reslab.data.images import load_image_tensor, normalize_mode, pil_to_uint8
 from reslab.data.synthetic import _png_header_only, random_image
 from reslab.data.transforms import make_preprocess
 from reslab.errors import DataError
@@ -51,6 +51,24 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
     out = np.asarray(load_image(tmp_path / "g16.png"))
     assert out.dtype == np.uint8 and out.max() > 250
     np.testing.assert_array_equal(out, np.clip(np.rint(ramp / 257.0), 0, 255).astype(np.uint8))
+
+
+def test_16_bit_is_scaled_by_bit_depth_not_by_each_image_maximum(tmp_path):
+    # two files hold the same stored value 250; only their brightest pixel differs
+    dim = np.full((8, 8), 250, np.uint16)
+    bright = dim.copy()
+    bright[0, 0] = 65535
+    Image.fromarray(dim).save(tmp_path / "dim.png")
+    Image.fromarray(bright).save(tmp_path / "bright.png")
+    assert Image.open(tmp_path / "dim.png").mode == "I;16"
+    want = round(250 * 255 / 65535)  # 1: 250 of 65535 is nearly black, in every file
+    for name in ("dim.png", "bright.png"):
+        assert np.asarray(load_image(tmp_path / name))[4, 4] == want
+        assert int(load_image_tensor(tmp_path / name, 1)[0, 4, 4]) == want
+    assert np.asarray(load_image(tmp_path / "bright.png"))[0, 0] == 255
+    # mode I (32-bit; older Pillow's 16-bit PNG): the same 16-bit scale
+    as_i = Image.fromarray(dim.astype(np.int32))
+    assert as_i.mode == "I" and np.asarray(normalize_mode(as_i))[4, 4] == want
 
 
 def test_exif_orientation_is_applied(tmp_path, rgb):

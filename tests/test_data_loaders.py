@@ -3,6 +3,8 @@ ops against straightforward per-image oracles, class balance, and bad files skip
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -238,17 +240,38 @@ def test_streaming_eval_matches_eval_transform(tmp_path):
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_one_epoch_over_nasty_folder_lists_skipped(tmp_path, in_memory):
     make_nasty_folder(tmp_path / "nasty")
-    bundle = load_dataset(tmp_path / "nasty", check="warn", in_memory=in_memory, log=None, min_per_class=1)
+    lines = []
+    bundle = load_dataset(tmp_path / "nasty", check="warn", in_memory=in_memory, log=lines.append, min_per_class=1)
     loader = make_loader(bundle.train, batch_size=8, train=True, preprocess=bundle.preprocess,
                          workers=0, drop_last=False)  # fmt: skip
     seen = sum(len(x) for x, y in loader if torch.isfinite(x).all())
     skipped = {p.split("/")[-1] for p, _ in loader.skipped}
     assert skipped == {"truncated.jpg", "bomb.png"}
     assert all(reason for _, reason in loader.skipped)
-    assert seen == len(bundle.train) - (0 if in_memory else 2)
-    assert {p.split("/")[-1] for p in (d["path"] for d in bundle.health["skipped"])} == (
-        skipped if in_memory else set()
-    )
+    # streamed splits are screened at load time too: the announced count is the real one
+    assert seen == len(bundle.train)
+    assert {p.split("/")[-1] for p in (d["path"] for d in bundle.health["skipped"])} == skipped
+    assert any("skipped 2 unreadable files" in line and "truncated.jpg" in line for line in lines)
+
+
+def test_streaming_validates_on_the_announced_count_and_logs_late_failures(tmp_path):
+    root = make_image_folder(tmp_path / "d", ["a", "b"], per_class=6, size=(24, 24), fmt="jpg",
+                             splits={"train": 6, "val": 3})
+    bad = root / "val" / "a" / "00001.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated: the streaming loader cannot decode it
+    bundle = load_dataset(root, in_memory=False, log=None, min_per_class=1)
+    assert not bundle.val.in_memory and len(bundle.val) == 5
+    assert bundle.split_info["counts"]["val"] == 5
+    lines = []
+    val = make_loader(bundle.val, batch_size=4, train=False, preprocess=bundle.preprocess, workers=0,
+                      log=lines.append)  # fmt: skip
+    assert sum(len(y) for _, y in val) == len(bundle.val) and not lines
+    assert [p for p, _ in val.skipped] == [str(bad)]
+    late = bundle.val.paths[0]
+    open(late, "wb").close()  # breaks after loading: the loader names it in the log
+    val.set_epoch(1)
+    assert sum(len(y) for _, y in val) == 4
+    assert len(lines) == 1 and late in lines[0] and "fewer than 5" in lines[0]
 
 
 def test_v2_policy_names_are_torchvision_classes():
@@ -296,3 +319,15 @@ def test_progressive_resize_shrinks_training_batches_only(digits):
     assert "progressive resizing 8 px (epoch 1), 12 px (epoch 2), 16 px (epochs 3-4)" in ramp.describe()
     evaluation = make_loader(digits.val or digits.test, train=False, sizes=sizes, **kw)
     assert next(iter(evaluation))[0].shape[-1] == 16
+
+
+def test_streaming_workers_are_capped_at_the_cores_with_a_note(tmp_path):
+    make_image_folder(tmp_path / "d", ["a", "b"], per_class=4, size=(16, 16))
+    bundle = load_dataset(tmp_path / "d", in_memory=False, log=None, min_per_class=1)
+    cores = len(os.sched_getaffinity(0))
+    lines = []
+    loader = make_loader(bundle.train, batch_size=4, train=False, preprocess=bundle.preprocess,
+                         workers=cores + 60, log=lines.append)  # fmt: skip
+    assert loader.workers == cores and len(lines) == 1 and f"workers={cores + 60}" in lines[0]
+    with pytest.raises(ConfigError, match="workers=-1"):
+        make_loader(bundle.train, batch_size=4, train=False, preprocess=bundle.preprocess, workers=-1)

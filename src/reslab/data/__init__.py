@@ -15,9 +15,11 @@ from reslab._lazy import lazy_exports
 _EXPORTS = {
     "load_dataset": "dataset",
     "channel_stats": "dataset",
+    "from_datasets": "torch_datasets",
     "DataBundle": "bundle",
     "Split": "bundle",
     "check_classes": "bundle",
+    "check_out_not_inside": "sources",
     "make_loader": "loaders",
     "InMemoryLoader": "loaders",
     "StreamingLoader": "loaders",

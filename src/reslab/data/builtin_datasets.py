@@ -6,6 +6,7 @@ train/val split is made by ``load_dataset``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def parse_builtin(source: str) -> tuple[str, str | None] | None:
     if key not in BUILTINS:
         return None
     return key, (root or None)
+
+
+def resolve_builtin(source: str | os.PathLike) -> tuple[str, str | None] | None:
+    """The built-in dataset ``source`` names, or None when it is a file or folder.
+
+    The rule: anything spelled as a path (``./digits``, ``/data/digits``) is a path; a bare
+    built-in name (``digits``) or one with a colon (``digits:``, ``fashion-mnist:/dir``)
+    is the built-in. A bare name that is also a file or folder here is ambiguous and
+    refused, so a folder never silently replaces the built-in (or the other way round).
+
+    Raises:
+        DataError for a bare built-in name that also exists as a path.
+    """
+    text = str(source)
+    builtin = parse_builtin(text)
+    if builtin is None or not os.path.exists(text):
+        return builtin
+    if ":" in text:
+        return builtin
+    kind = "folder" if os.path.isdir(text) else "file"
+    raise DataError(
+        f"{text!r} names both the built-in dataset {builtin[0]} and the {kind} "
+        f"{os.path.abspath(text)}. Say which one: ./{text} (a path) for the {kind}, or "
+        f"{text}: (with a colon) for the built-in, e.g. --data ./{text} or --data {text}:."
+    )
 
 
 def read_fashion_mnist_cached(root: str | None = None, download: bool = True) -> BuiltinData:

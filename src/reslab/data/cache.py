@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 from .images import load_image_tensor, skip_reason
 from .paths import cache_dir
 
-CACHE_VERSION = 1  # bump when the decode pipeline changes what ends up in the tensor
+CACHE_VERSION = 2  # 2: 16-bit images scaled by bit depth. Bump when the decode pipeline changes what ends up in the tensor
 
 
 def file_fingerprint(paths: Iterable[str]) -> list[tuple[str, int, int]]:

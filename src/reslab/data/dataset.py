@@ -19,14 +19,22 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from .builtin_datasets import (
     BuiltinData,
-    parse_builtin,
     read_cifar,
     read_digits_builtin,
     read_fashion_mnist_cached,
+    resolve_builtin,
 )
 from .bundle import DataBundle, Split
 from .cache import decode_files, decode_files_cached
-from .health import MIN_PER_CLASS, HealthReport, check_scan, check_tensors, tensor_groups
+from .file_checks import screen_files
+from .health import (
+    MIN_PER_CLASS,
+    HealthReport,
+    check_scan,
+    check_tensors,
+    refuse_blocking,
+    tensor_groups,
+)
 from .sources import Scan, _label_sort_key, scan_source
 from .splits import stratified_split
 from .transforms import SMALL_IMAGE, make_preprocess, to_channels
@@ -58,22 +66,12 @@ def _digest(items) -> str:
     return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]
 
 
-def _check_mode(check: Any) -> str | None:
+def check_mode(check: Any) -> str | None:
+    """``load_dataset``'s ``check`` argument -> ``fast``, ``full``, ``warn`` or None (off)."""
     modes = {True: "fast", False: None, None: None, "fast": "fast", "full": "full", "warn": "warn"}
     if check not in modes:
         raise ConfigError(f"check={check!r}: use True (fast, refuse blocking problems), 'full', 'warn' or False.")
     return modes[check]
-
-
-def _refuse(report: HealthReport) -> None:
-    kinds = [p for p in report.problems if p.blocking]
-    lines = "\n".join(f"  {p.kind}: {p.count} ({p.message}); e.g. {', '.join(p.paths[:3])}. Fix: {p.fix}"
-                      for p in kinds)  # fmt: skip
-    raise DataError(
-        f"{report.source} has problems that make training meaningless:\n{lines}\n"
-        f"Run 'reslab check {report.source}' for the full report, fix them, or pass check='warn' "
-        "to train anyway."
-    )
 
 
 # ---- built-in datasets -------------------------------------------------------------------
@@ -111,7 +109,7 @@ def _load_builtin(name, root, *, val_fraction, seed, image_size, in_chans, check
         report = check_tensors(name, splits, data.classes, min_per_class)
         log(report.summary())
         if report.blocking and check != "warn":
-            _refuse(report)
+            refuse_blocking(report)
         health = {**report.to_dict(), "skipped": []}
     native = x.shape[-1]
     size = image_size or native
@@ -165,6 +163,46 @@ def _assign_splits(scan: Scan, report: HealthReport | None, val_fraction: float,
     return by_split, bool(made_val)
 
 
+def _decode_splits(source, by_split: dict[str, list], index: dict[str, int], c: int, store: int, *,
+                   memory: bool, hflip: bool, cache: bool, log) -> tuple[dict[str, Split], list]:  # fmt: skip
+    """``({split: Split}, [(path, reason)] skipped)``: decoded into memory, or screened
+    (streamed), so every image a split announces is one its loader can read."""
+    splits: dict[str, Split] = {}
+    skipped_all: list[tuple[str, str]] = []
+    for name in ("train", "val", "test"):
+        items = by_split.get(name)
+        if not items:
+            continue
+        paths = [p for p, _ in items]
+        labels = torch.tensor([index[lbl] for _, lbl in items], dtype=torch.int64)
+        if memory:
+            images, kept, skipped = decode_files_cached(paths, c, store, use_cache=cache, log=log)
+            split = Split(name, labels[kept], images=images, hflip=hflip, skipped=skipped)
+        else:
+            kept, skipped = screen_files(paths, c, store)
+            split = Split(name, labels[kept], paths=[paths[i] for i in kept], hflip=hflip, skipped=skipped)
+        skipped_all += skipped
+        if len(split) == 0:
+            if name == "train":
+                raise DataError(f"{source}: none of the {len(paths)} training files could be decoded.")
+            log(f"warning: no readable {name} images; the {name} split is left out")
+            continue
+        splits[name] = split
+    if skipped_all:
+        log(f"skipped {len(skipped_all)} unreadable files, e.g. "
+            f"{'; '.join(f'{p}: {r}' for p, r in skipped_all[:3])}")  # fmt: skip
+    return splits, skipped_all
+
+
+def _train_stats(train: Split, c: int, store: int) -> tuple[list[float], list[float]]:
+    """Mean and std of the training images (of up to 512 evenly spaced files when streamed)."""
+    if train.in_memory:
+        return channel_stats(train.images)
+    step = max(1, len(train.paths) // 512)
+    sample, _, _ = decode_files(train.paths[::step][:512], c, store)
+    return channel_stats(sample) if len(sample) else ([0.5] * c, [0.25] * c)
+
+
 def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, check, log, mean, std,
                 resize, flip, memory_budget_gb, min_per_class, cache) -> DataBundle:  # fmt: skip
     scan = scan_source(source)
@@ -173,7 +211,7 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
         report = check_scan(scan, full=check == "full", min_per_class=min_per_class)
         log(report.summary())
         if report.blocking and check != "warn":
-            _refuse(report)
+            refuse_blocking(report)
     by_split, made_val = _assign_splits(scan, report, val_fraction, seed)
     if not by_split.get("train"):
         raise DataError(f"{source}: no usable training images. Expected root/<class>/*.jpg or a CSV path,label.")
@@ -196,38 +234,10 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
     memory = need_gb <= memory_budget_gb if in_memory == "auto" else bool(in_memory)
     hflip = True if flip is None else bool(flip)
 
-    splits: dict[str, Split] = {}
-    skipped_all: list[tuple[str, str]] = []
-    for name in ("train", "val", "test"):
-        items = by_split.get(name)
-        if not items:
-            continue
-        paths = [p for p, _ in items]
-        labels = torch.tensor([index[lbl] for _, lbl in items], dtype=torch.int64)
-        if memory:
-            images, kept, skipped = decode_files_cached(paths, c, store, use_cache=cache, log=log)
-            split = Split(name, labels[kept], images=images, hflip=hflip, skipped=skipped)
-            skipped_all += skipped
-        else:
-            split = Split(name, labels, paths=paths, hflip=hflip)
-        if len(split) == 0:
-            if name == "train":
-                raise DataError(f"{source}: none of the {len(paths)} training files could be decoded.")
-            log(f"warning: no readable {name} images; the {name} split is left out")
-            continue
-        splits[name] = split
-    if skipped_all:
-        log(f"skipped {len(skipped_all)} unreadable files while decoding, e.g. "
-            f"{'; '.join(f'{p}: {r}' for p, r in skipped_all[:3])}")  # fmt: skip
-
-    train = splits["train"]
+    splits, skipped_all = _decode_splits(source, by_split, index, c, store, memory=memory, hflip=hflip,
+                                         cache=cache, log=log)  # fmt: skip
     if mean is None or std is None:
-        if train.in_memory:
-            mean, std = channel_stats(train.images)
-        else:
-            step = max(1, len(train.paths) // 512)
-            sample, _, _ = decode_files(train.paths[::step][:512], c, store)
-            mean, std = channel_stats(sample) if len(sample) else ([0.5] * c, [0.25] * c)
+        mean, std = _train_stats(splits["train"], c, store)
     preprocess = make_preprocess(size, c, mean, std, store)
     val = splits.get("val")
     split_info: dict[str, Any] = {
@@ -245,7 +255,7 @@ def _load_files(source, *, val_fraction, seed, image_size, in_chans, in_memory, 
         health["skipped"] = [{"path": p, "reason": r} for p, r in skipped_all]
     log(f"data: {len(classes)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         + f", {c}x{size}x{size} ({'in memory' if memory else 'streamed from files'})")  # fmt: skip
-    return DataBundle(str(source), classes, train, val, splits.get("test"), c, preprocess, split_info, health)
+    return DataBundle(str(source), classes, splits["train"], val, splits.get("test"), c, preprocess, split_info, health)
 
 
 def load_dataset(
@@ -296,7 +306,7 @@ def load_dataset(
         DataError for missing data or blocking health problems; ConfigError for bad arguments.
     """
     log = log or (lambda msg: None)
-    mode = _check_mode(check)
+    mode = check_mode(check)
     if mode == "fast":
         mode = True
     if in_chans not in (None, 1, 3):
@@ -305,11 +315,11 @@ def load_dataset(
         raise ConfigError(f"image_size={image_size!r} must be a positive integer (pixels).")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction!r} must be in [0, 1); e.g. 0.1 holds out 10%.")
-    builtin = parse_builtin(str(source))
+    builtin = resolve_builtin(source)
     common = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, in_chans=in_chans,
                   check=mode, log=log, mean=mean, std=std, resize=resize, flip=flip,
                   min_per_class=min_per_class)  # fmt: skip
-    if builtin is not None and not os.path.exists(str(source)):
+    if builtin is not None:
         return _load_builtin(*builtin, download=download, **common)
     if not os.path.exists(str(source)):
         raise DataError(

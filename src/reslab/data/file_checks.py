@@ -1,7 +1,8 @@
 """Per-file inspections behind the health check.
 
 Cheap ones (used before every training run): the first bytes of a file (does its content
-look like an image at all?) and exact-duplicate detection by size, then content hash.
+look like an image at all?) and exact-duplicate detection by size, then content hash;
+``screen_files`` for streamed splits (is each JPEG/PNG complete?).
 Full ones (``reslab check``): open and decode the file to find truncation, odd modes,
 EXIF rotation, extreme sizes and decompression bombs.
 """
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from ..files import hash_file
-from .images import MAX_PIXELS
+from .images import MAX_PIXELS, load_image_tensor, skip_reason
 
 _MAGIC = (
     (0, b"\xff\xd8\xff"),  # JPEG
@@ -106,3 +107,51 @@ def inspect_images(paths: list[str], threads: int | None = None) -> dict[str, li
     threads = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return dict(zip(paths, pool.map(inspect_image, paths)))
+
+
+def _ends_complete(path: str) -> bool | None:
+    """True when a JPEG ends with its end-of-image marker or a PNG with its IEND chunk
+    (a truncated file does not); None for other formats (no cheap answer)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(max(0, os.path.getsize(path) - 64))
+        tail = f.read().rstrip(b"\x00\r\n ")  # some writers pad after the end marker
+    if head.startswith(b"\xff\xd8\xff"):
+        return tail.endswith(b"\xff\xd9")
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" in tail[-12:]
+    return None
+
+
+def _screen(path: str, in_chans: int, size: int) -> str | None:
+    """Why ``path`` cannot be read (None: it can). A complete JPEG/PNG whose header Pillow
+    reads costs two small reads; anything else is decoded to be sure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+            if w * h <= MAX_PIXELS and _ends_complete(path):
+                return None
+            load_image_tensor(path, in_chans, target_size=size)  # raises the reason
+    except Exception as e:  # noqa: BLE001 - any failure here is the reason to skip
+        return skip_reason(path, e)
+    return None
+
+
+def screen_files(paths: list[str], in_chans: int, size: int) -> tuple[list[int], list[tuple[str, str]]]:
+    """Finds the files a streaming loader could not decode, before training starts.
+
+    Streamed splits are not decoded up front, so without this a truncated file would be
+    dropped mid-epoch and validation would run on fewer images than announced.
+
+    Args:
+        paths: image files.
+        in_chans, size: what the loader will decode them to (for the fallback decode).
+    Returns:
+        ``(indices of readable files, [(path, reason)] of the others)``.
+    """
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(lambda p: _screen(p, in_chans, size), paths))
+    kept = [i for i, r in enumerate(reasons) if r is None]
+    return kept, sorted((p, r) for p, r in zip(paths, reasons) if r is not None)

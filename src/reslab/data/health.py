@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DataError
+from .builtin_datasets import builtin_splits_for_check, resolve_builtin
 from .file_checks import (
     MAX_ASPECT,
     MAX_SIDE,
@@ -37,6 +39,10 @@ KINDS: dict[str, tuple[bool, str, str]] = {
     "class_mismatch": (True, "splits have different class folders", "give train/val/test the same class folders"),
     "leakage": (True, "exact copies of one file in more than one split (inflates val/test accuracy)", "delete the copies from val/test"),
     "empty_class": (True, "class folder without usable images", "add images or delete the folder"),
+    "single_class": (True, "only one class has training images: a model that always answers it scores 100%", "add the other classes, or pass check='warn' (CLI: data.check=warn) to train anyway"),
+    "symlink_loop": (True, "symbolic links pointing back at a folder above them (a cycle); not followed", "delete the links"),
+    "duplicate_split": (True, "two folders name the same split (train/ and Train/, val/ and valid/); only the first was read", "merge them into one folder"),
+    "conflicting_rows": (True, "CSV rows giving one file two different labels; the first row was kept", "keep one row per file"),
     "zero_byte": (False, "empty files (0 bytes); skipped", "delete them"),
     "not_image": (False, "files that are not images (by extension or content); skipped", "delete or convert them"),
     "corrupt": (False, "unreadable, corrupt or truncated images; skipped", "re-export or delete them"),
@@ -51,7 +57,12 @@ KINDS: dict[str, tuple[bool, str, str]] = {
     "imbalance": (False, f"largest / smallest class over {IMBALANCE_WARN:g}", "sampler=balanced or class_weights=auto"),
     "hidden": (False, "hidden files and folders; ignored", "none needed"),
     "stray_file": (False, "files or folders outside class folders; ignored", "move them into a class folder"),
-    "missing_file": (False, "files listed in the CSV that do not exist; skipped", "fix the paths (relative to the CSV)"),
+    "duplicate_row": (False, "CSV rows listed more than once; read once", "delete the repeated rows"),
+    "symlink": (False, "symbolic links inside the dataset folder; read like the files they point to", "none needed"),
+    "link_outside": (False, "symbolic links leading out of the dataset folder; not followed", "copy those files into the dataset folder"),
+    "broken_link": (False, "symbolic links to nothing; skipped", "delete or fix them"),
+    "run_folder": (False, "reslab run folders inside the data folder (--out inside the data?); ignored", "write runs outside the data folder (--out elsewhere)"),
+    "missing_file": (False, "files listed in the CSV that do not exist, or folders that cannot be read; skipped", "fix the paths (relative to the CSV)"),
 }  # fmt: skip
 # Problem kinds whose files ``load_dataset`` leaves out before decoding.
 EXCLUDED_KINDS = ("zero_byte", "not_image")
@@ -128,6 +139,20 @@ class HealthReport:
         return "\n".join(lines)
 
 
+def refuse_blocking(report: HealthReport) -> None:
+    """Raises the ``DataError`` training gives for blocking problems: each kind, a few
+    paths, its fix, and the three ways to train anyway."""
+    kinds = [p for p in report.problems if p.blocking]
+    lines = "\n".join(f"  {p.kind}: {p.count} ({p.message}); e.g. {', '.join(p.paths[:3])}. Fix: {p.fix}"
+                      for p in kinds)  # fmt: skip
+    raise DataError(
+        f"{report.source} has problems that make training meaningless:\n{lines}\n"
+        f"Run 'reslab check {report.source}' for the full report and fix them, or train anyway "
+        "with data.check=warn on the command line (reslab train ... data.check=warn), "
+        "check='warn' in Python (load_dataset(..., check='warn')) or data: {check: warn} in a config."
+    )
+
+
 def _add(problems: dict, kind: str, paths: list[str], details: list[str] | None = None, count=None):
     if not paths and not count:
         return
@@ -152,6 +177,9 @@ def _class_checks(problems, stats, class_dirs, counts, min_per_class, rel):
                 _add(problems, "small_class", [where], [f"{where}: {n} images (minimum {min_per_class})"])
     ref_counts = [counts.get((ref, c), 0) for c in class_dirs.get(ref, [])]
     nonzero = [c for c in ref_counts if c > 0]
+    if len(nonzero) == 1:
+        only = next(c for c in class_dirs[ref] if counts.get((ref, c), 0))
+        _add(problems, "single_class", [f"{ref}/{only}" if ref else only], count=1)
     ratio = max(nonzero) / min(nonzero) if nonzero else 0.0
     stats["imbalance_ratio"] = round(ratio, 2)
     if ratio > IMBALANCE_WARN:
@@ -325,12 +353,8 @@ def check_dataset(source: str | os.PathLike, *, full: bool = True, min_per_class
     Returns:
         A ``HealthReport``; ``report.blocking`` says whether training should refuse it.
     """
-    from .builtin_datasets import parse_builtin
-
-    builtin = parse_builtin(str(source))
-    if builtin is not None and not os.path.exists(str(source)):
-        from .builtin_datasets import builtin_splits_for_check
-
+    builtin = resolve_builtin(source)
+    if builtin is not None:
         splits, classes = builtin_splits_for_check(*builtin)
         return check_tensors(str(source), splits, classes, min_per_class)
     return check_scan(scan_source(source), full=full, min_per_class=min_per_class)

@@ -28,13 +28,24 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and float greyscale to 8-bit ``L``, scaling the range instead of clipping."""
-    arr = np.asarray(img)
+    """16-bit, 32-bit and float greyscale to 8-bit ``L`` by bit depth, never by the image's
+    own maximum, so one stored value means one brightness in every file.
+
+    ``I;16*`` is 0..65535; ``I`` (32-bit; older Pillow reads 16-bit PNGs as ``I``) is taken
+    as 16-bit when its values fit in 0..65535, else as 0..2**32-1. Float (``F``) images
+    carry no bit depth: 0..1 when no value exceeds 1, else already 0..255.
+    """
+    arr = np.asarray(img, dtype=np.float64)
     if img.mode == "F":
         arr = arr * 255.0 if arr.size and float(arr.max()) <= 1.0 else arr
-    elif arr.size and int(arr.max()) > 255:
-        arr = arr / 257.0  # 0..65535 -> 0..255 (65535 / 255 = 257)
+    elif img.mode in _16BIT_MODES or not arr.size or float(arr.max()) <= 65535:
+        arr = arr * (255.0 / 65535.0)  # 65535 -> 255: the same as value / 257
+    else:
+        arr = arr * (255.0 / 4294967295.0)
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
 
 
@@ -51,7 +62,7 @@ def normalize_mode(img: Image.Image, in_chans: int | None = None) -> Image.Image
         An ``L`` or ``RGB`` image.
     """
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in (*_16BIT_MODES, "I", "F"):
         img = _to_8bit(img)
     elif mode == "1":
         img = img.convert("L")

@@ -15,9 +15,10 @@ epoch exactly at batch k, whatever the number of workers.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -53,7 +54,7 @@ class _Loader:
     def __init__(self, split: Split, batch_size: int, train: bool, preprocess: dict, spec: AugmentSpec,
                  seed: int, device: torch.device, drop_last: bool | None, sampler: str,
                  rank: int, world_size: int, random_erasing: float,
-                 sizes: list[int] | None = None):  # fmt: skip
+                 sizes: list[int] | None = None, log: Callable[[str], Any] | None = None):  # fmt: skip
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
         if len(split) == 0:
@@ -73,6 +74,7 @@ class _Loader:
         self.mean, self.std = list(preprocess["mean"]), list(preprocess["std"])
         self.in_chans = int(preprocess["input_size"][0])
         self.epoch = 0
+        self.log = log or logging.getLogger("reslab.data").warning
         per_rank = -(-len(split) // self.world_size)
         if drop_last is None:
             drop_last = self.train and per_rank > self.batch_size
@@ -306,6 +308,22 @@ def _keep(batch):
     return batch
 
 
+def _worker_count(workers: int | None, log: Callable[[str], Any]) -> int:
+    """Decoder processes: default min(4, cores); more than the cores is capped, with a note,
+    since extra processes only compete for the same cores (and each holds a copy of the
+    decode state)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is None:
+        return min(4, cores)
+    if int(workers) < 0:
+        raise ConfigError(f"workers={workers!r}: use 0 (decode in this process) or a positive count.")
+    if int(workers) > cores:
+        log(f"note: workers={workers} is more than the {cores} CPU cores this process may use; "
+            f"using {cores} decoder processes.")  # fmt: skip
+        return cores
+    return int(workers)
+
+
 class StreamingLoader(_Loader):
     """Batches decoded from files by persistent DataLoader workers (see module docstring)."""
 
@@ -313,8 +331,7 @@ class StreamingLoader(_Loader):
 
     def __init__(self, split: Split, workers: int | None = None, **kw):
         super().__init__(split, **kw)
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1)
+        workers = _worker_count(workers, self.log)
         tf = train_transform(self.preprocess, self.spec) if self.train else eval_tensor_transform(self.preprocess)
         self._dataset = _BatchDataset(
             split.paths, split.labels, tf, self.in_chans, self.preprocess["resize"],
@@ -328,11 +345,12 @@ class StreamingLoader(_Loader):
             prefetch_factor=4 if workers > 0 else None,
         )  # fmt: skip
         self.workers = int(workers)
-        self._skipped: dict[str, str] = {}
+        self._skipped: dict[str, str] = dict(split.skipped)  # screened out when the data loaded
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        """Bad files met so far (each listed once), with the reason; they were skipped."""
+        """Files left out of this split (at load time, or met unreadable while streaming),
+        each once, with the reason."""
         return sorted(self._skipped.items())
 
     def close(self) -> None:
@@ -344,15 +362,29 @@ class StreamingLoader(_Loader):
 
     def iter_from(self, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.start = int(batch)
-        epoch = self.epoch
-        for b, (x, y, skipped) in enumerate(self._dl, start=int(batch)):
-            for path, reason in skipped:
-                self._skipped.setdefault(path, reason)
-            if len(x) == 0:
-                continue  # every file of this batch was bad: already listed in .skipped
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            yield self._finish(x, epoch, b), y
+        epoch, met = self.epoch, []
+        try:
+            for b, (x, y, skipped) in enumerate(self._dl, start=int(batch)):
+                for path, reason in skipped:
+                    if path not in self._skipped:
+                        self._skipped[path] = reason
+                        met.append((path, reason))
+                if len(x) == 0:
+                    continue  # every file of this batch was bad: listed below
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                yield self._finish(x, epoch, b), y
+        finally:
+            self._report(met)
+
+    def _report(self, met: list[tuple[str, str]]) -> None:
+        """One log line for files that became unreadable after loading (changed on disk)."""
+        if not met:
+            return
+        self.split.skipped.extend(met)
+        eg = "; ".join(f"{p}: {r}" for p, r in met[:3])
+        self.log(f"warning: {self.split.name}: skipped {len(met)} unreadable file(s) while streaming "
+                 f"(epoch {self.epoch + 1}), so it covered fewer than {len(self.split)} images; e.g. {eg}")  # fmt: skip
 
 
 def make_loader(
@@ -371,6 +403,7 @@ def make_loader(
     world_size: int = 1,
     random_erasing: float = 0.0,
     sizes: list[int] | None = None,
+    log: Callable[[str], Any] | None = None,
 ) -> InMemoryLoader | StreamingLoader:
     """A loader of normalised batches for ``split``.
 
@@ -382,13 +415,16 @@ def make_loader(
         augment: see ``transforms.resolve_augment`` (``default``, ``none``, ``trivial``, ...).
         seed: order and augmentation depend only on (seed, epoch, batch index).
         device: where batches are produced (``cpu``, ``cuda``, ``auto``).
-        workers: decoder processes for streamed splits (default min(4, CPUs)); ignored in memory.
+        workers: decoder processes for streamed splits (default min(4, CPUs); more than the
+            CPU cores are capped to them, with a note in the log); ignored in memory.
         drop_last: drop the last partial batch; default True when training on more than one batch.
         sampler: ``random`` or ``balanced`` (class-balanced draws with replacement).
         rank, world_size: DDP sharding: disjoint slices of one permutation, equal lengths.
         random_erasing: probability of Random Erasing per training image.
         sizes: training image size per epoch (progressive resizing, ``progressive_sizes``);
             later epochs, and evaluation, keep the preprocess crop size.
+        log: where a streamed split reports files that became unreadable after loading
+            (default: a warning on the ``reslab.data`` logger).
     Returns:
         A loader with ``set_epoch(e)``, ``iter_from(batch)``, ``len()`` and ``skipped``.
     """
@@ -396,7 +432,7 @@ def make_loader(
     common = dict(
         batch_size=batch_size, train=train, preprocess=preprocess, spec=spec, seed=seed,
         device=_resolve_device(device), drop_last=drop_last, sampler=sampler, rank=rank,
-        world_size=world_size, random_erasing=random_erasing, sizes=sizes,
+        world_size=world_size, random_erasing=random_erasing, sizes=sizes, log=log,
     )  # fmt: skip
     if split.in_memory:
         return InMemoryLoader(split, **common)
