@@ -59,10 +59,18 @@ def test_a_nan_with_tiny_batchnorm_batches_names_them_first(tmp_path, digits):
     assert "warning: BatchNorm will normalise over batches of 2 images" in log
 
 
-def test_workers_are_capped_to_the_cores_with_one_note(tmp_path, digits):
-    fit(_cfg(tmp_path, data={"workers": 64}), data=digits)
+def test_workers_are_capped_to_the_cores_with_one_note_in_the_run_log(tmp_path):
+    # streamed folders decode in worker processes: more workers than cores only queue, and
+    # the loader's note lands in the run's own log.txt
+    from reslab.data import write_digits_folder
+
+    folder = tmp_path / "digits_folder"
+    write_digits_folder(folder, per_class=6, seed=0, size=16)
+    cfg = _cfg(tmp_path, data={"source": str(folder), "workers": 64, "in_memory": False,
+                               "batch_size": 16}, precision="fp32")  # fmt: skip
+    fit(cfg)
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert log.count("note: data.workers=64 but this process may use") == 1
+    assert log.count("note: workers=64 is more than the") == 1
 
 
 def test_batch_sizes_is_the_one_reading_of_the_batch():
@@ -71,3 +79,15 @@ def test_batch_sizes_is_the_one_reading_of_the_batch():
     assert (b.global_batch, b.micro, b.eval, b.steps_per_epoch(9)) == (64, 8, 32, 5)
     with pytest.raises(ConfigError, match=r"processes x accum_steps = 3 x 2; e.g. use data.batch_size=60"):
         batch_sizes(cfg, world_size=3)
+
+
+def test_out_inside_the_data_folder_is_refused_naming_both_before_any_write(tmp_path):
+    from reslab.data import write_digits_folder
+
+    folder = tmp_path / "photos"
+    write_digits_folder(folder, per_class=5, seed=0, size=16)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    cfg = _cfg(tmp_path, data={"source": str(folder)}, out=str(folder / "run"))
+    with pytest.raises(ConfigError, match=r"is inside the data folder .*Choose an --out outside"):
+        fit(cfg)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before

@@ -308,7 +308,7 @@ def _keep(batch):
     return batch
 
 
-def _worker_count(workers: int | None, log: Callable[[str], Any]) -> int:
+def worker_count(workers: int | None, log: Callable[[str], Any]) -> int:
     """Decoder processes: default min(4, cores); more than the cores is capped, with a note,
     since extra processes only compete for the same cores (and each holds a copy of the
     decode state)."""
@@ -331,7 +331,7 @@ class StreamingLoader(_Loader):
 
     def __init__(self, split: Split, workers: int | None = None, **kw):
         super().__init__(split, **kw)
-        workers = _worker_count(workers, self.log)
+        workers = worker_count(workers, self.log)
         tf = train_transform(self.preprocess, self.spec) if self.train else eval_tensor_transform(self.preprocess)
         self._dataset = _BatchDataset(
             split.paths, split.labels, tf, self.in_chans, self.preprocess["resize"],

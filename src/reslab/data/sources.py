@@ -79,8 +79,8 @@ def _inside(path: str, root: str) -> bool:
 def looks_like_run_folder(path: str | os.PathLike) -> bool:
     """True for a reslab run folder (its marker, a checkpoints/ folder or a run's record):
     one written into the data by an ``--out`` inside the data folder."""
-    p = Path(path)
-    return (p / ".reslab-run").exists() or (p / "checkpoints").is_dir() or RunFolder(p).looks_like_run()
+    run = RunFolder(path)
+    return run.is_run() or run.checkpoints.is_dir() or run.metrics_jsonl.exists()
 
 
 def _follow(path: str, parent_real: str, scan: Scan) -> str | None:

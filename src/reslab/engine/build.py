@@ -64,17 +64,6 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(m.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def cap_workers(workers: int | None, log) -> int | None:
-    """``data.workers``, capped to the cores this process may use (more decoder processes
-    than cores only queue for them), with one logged note when it is."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if workers is not None and workers > cores:
-        log(f"note: data.workers={workers} but this process may use {cores} CPU core(s); "
-            f"using {cores} workers.")  # fmt: skip
-        return cores
-    return workers
-
-
 def _on_rank0(info: DistInfo, work) -> Any:
     """Runs ``work()`` on rank 0; every rank gets its result, or raises its ConfigError."""
     out: tuple[Any, str | None] = (None, None)
@@ -128,7 +117,11 @@ class TrainerBuilder:
         name = cfg.model.name
 
         def check() -> str:
+            from ..data.sources import check_out_not_inside
+
             folder = RunFolder(cfg.out) if cfg.out else RunFolder.default(name)
+            if cfg.data.source:
+                check_out_not_inside(cfg.data.source, folder.path)
             folder.check_writable(resume=resume, overwrite=cfg.overwrite)
             return str(folder.path)
 
@@ -240,12 +233,13 @@ class TrainerBuilder:
 
     def _loaders(self, splits: dict, preprocess: dict) -> dict:
         from ..data import make_loader
-        from ..data.loaders import progressive_sizes
+        from ..data.loaders import progressive_sizes, worker_count
 
         cfg, info = self.cfg, self.info
         sizes_ = self.batch
+        # workers capped at the cores once (one note); skipped files go to the run's log
         common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
-                      workers=cap_workers(cfg.data.workers, self.log))  # fmt: skip
+                      workers=worker_count(cfg.data.workers, self.log), log=self.log)  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
         ramp, sizes = cfg.data.progressive_resize, None

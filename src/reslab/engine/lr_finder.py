@@ -170,7 +170,7 @@ def _model_and_loader(cfg: TrainConfig, model, data, device, precision, log):
     weights to put back or None)."""
     from ..data import make_loader
     from ..data.splits import limit_split
-    from .build import build_model, cap_workers, load_data
+    from .build import build_model, load_data
 
     in_chans = getattr(model, "in_chans", None) if model is not None else None
     bundle = load_data(cfg, data, in_chans or cfg.model.in_chans or cfg.data.in_chans, log)
@@ -188,7 +188,7 @@ def _model_and_loader(cfg: TrainConfig, model, data, device, precision, log):
         # one process, no accumulation: each sweep step is one optimizer step of the global batch
         split, batch_size=batch_sizes(cfg).global_batch, train=True, augment=cfg.data.augment,
         preprocess=bundle.preprocess, seed=cfg.seed, device=device,
-        workers=cap_workers(cfg.data.workers, log),
+        workers=cfg.data.workers, log=log,
     )  # fmt: skip
     return model, loader, saved
 
