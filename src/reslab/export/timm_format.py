@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -113,7 +113,7 @@ def load_timm(file: str | os.PathLike, config: dict) -> nn.Module:
     return timm.create_model(
         config["architecture"], pretrained=True, num_classes=k,
         in_chans=int(config["pretrained_cfg"]["input_size"][0]),
-        pretrained_cfg_overlay=dict(file=str(file), num_classes=k),
+        pretrained_cfg_overlay={"file": str(file), "num_classes": k},
     ).eval()
 
 

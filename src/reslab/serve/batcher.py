@@ -16,8 +16,8 @@ would write by hand, kept for the benchmark's comparison.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import torch
 
@@ -123,7 +123,7 @@ class DynamicBatcher:
             batch = torch.stack([x for x, _ in live])  # (B, C, H, W)
             try:
                 logits = await loop.run_in_executor(self._executor, self.forward, batch)
-            except Exception as e:  # a failed forward fails its requests, not the server
+            except Exception as e:  # noqa: BLE001 - a failed forward fails its requests, not the server
                 for _, f in live:
                     if not f.done():
                         f.set_exception(e)

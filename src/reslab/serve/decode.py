@@ -86,7 +86,8 @@ def decode_image(data: bytes, in_chans: int, max_bytes: int = DEFAULT_MAX_UPLOAD
         raise BadInput(415, f"the upload ({len(data)} bytes, starting {data[:8]!r}) is not an "
                             "image Pillow can read; send PNG, JPEG, WebP, BMP or GIF.") from e
     except Image.DecompressionBombError as e:
-        raise BadInput(413, f"decompression bomb refused ({e}).") from e
+        raise BadInput(413, f"the image is above the {max_pixels / 1e6:.0f} Mpx decompression-bomb "
+                            f"limit ({e}); resize it before sending.") from e
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise BadInput(400, f"corrupt or truncated image ({type(e).__name__}: {e}).") from e
     return normalize_mode(img, in_chans)

@@ -14,9 +14,9 @@ import io
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ class ServedModel:
         self._explain_lock = threading.Lock()  # Grad-CAM hooks are per module: one at a time
 
     @classmethod
-    def load(cls, path: str | os.PathLike, precision: str = "auto", log=None) -> "ServedModel":
+    def load(cls, path: str | os.PathLike, precision: str = "auto", log=None) -> ServedModel:
         """Loads a run folder, a checkpoint file or an export folder.
 
         Args:
@@ -87,7 +87,7 @@ class ServedModel:
         return cls._from_run(p, precision, log)
 
     @classmethod
-    def _from_export(cls, folder: Path) -> "ServedModel":
+    def _from_export(cls, folder: Path) -> ServedModel:
         art = load_artifact(folder)
         pre = art.preprocess
         card = ModelCard(name=folder.name, source=str(folder), classes=list(art.labels),
@@ -96,7 +96,7 @@ class ServedModel:
         return cls(art.labels, pre, art, card)
 
     @classmethod
-    def _from_run(cls, path: Path, precision: str, log) -> "ServedModel":
+    def _from_run(cls, path: Path, precision: str, log) -> ServedModel:
         run = load_run(path, "cpu")
         pre = run.preprocess
         gen = torch.Generator().manual_seed(0)
