@@ -255,3 +255,30 @@ def test_decode_refuses_more_pixels_than_the_limit():
     with pytest.raises(BadInput) as e:
         decode_image(buf.getvalue(), 1, max_pixels=9_999)
     assert e.value.status == 413
+
+
+def test_batcher_waits_only_for_announced_requests(served):
+    """A lone request runs at once despite a long delay; an announced one is waited for."""
+    sizes = []
+
+    def forward(x):
+        sizes.append(len(x))
+        return served.forward(x)
+
+    x = torch.zeros(1, 8, 8)
+
+    async def go():
+        b = DynamicBatcher(forward, max_batch=8, max_delay_ms=60_000, queue_size=8)
+        await b.start()
+        try:
+            await asyncio.wait_for(b.submit(x), 30)  # nobody else is coming: no 60 s wait
+            with b.incoming():  # a second request is being decoded...
+                first = b.enqueue(x)
+                await asyncio.sleep(0.05)  # ...the worker holds the first one for it
+                second = b.enqueue(x)
+            await asyncio.wait_for(asyncio.gather(first, second), 30)
+        finally:
+            await b.stop()
+
+    asyncio.run(go())
+    assert sizes == [1, 2]

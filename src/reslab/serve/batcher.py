@@ -4,8 +4,11 @@ A CPU or GPU runs a batch of 16 small images in far less than 16 times the time 
 (the per-call overhead of PyTorch and the memory traffic for the weights are paid once),
 so a server under load answers more images per second by stacking them. The policy is
 the one Triton and TorchServe use: the first waiting request opens a batch; the batch
-closes when it holds ``max_batch`` images or ``max_delay_ms`` have passed. While a batch
-runs, new requests queue up and form the next one. The queue is bounded: when it is full,
+closes when it holds ``max_batch`` images or ``max_delay_ms`` have passed. One refinement:
+the server announces each request as it arrives (``incoming``), before its image is decoded,
+and the batch waits only while such announced requests are still on their way, so a lone
+request runs at once instead of paying the delay for company that is not coming. While a
+batch runs, new requests queue up and form the next one. The queue is bounded: when it is full,
 ``submit`` raises ``QueueFull`` and the server answers 503 instead of growing without
 limit (back-pressure).
 
@@ -16,6 +19,7 @@ would write by hand, kept for the benchmark's comparison.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,6 +53,7 @@ class DynamicBatcher:
         self.queue_size = queue_size
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
+        self._incoming = 0  # requests announced but not yet submitted (decoding)
         self._worker: asyncio.Task | None = None
         # One thread: PyTorch parallelises inside the forward; two concurrent forwards
         # would only fight over the same cores.
@@ -78,8 +83,18 @@ class DynamicBatcher:
                 fut.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=False)
 
-    async def submit(self, image: torch.Tensor) -> torch.Tensor:
-        """Queues one preprocessed image (C, H, W) and waits for its logits (K,).
+    @contextlib.contextmanager
+    def incoming(self):
+        """Marks a request that will ``submit`` soon (its image is being read and decoded),
+        so a forming batch waits for it; leave the block when it has submitted or failed."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+
+    def enqueue(self, image: torch.Tensor) -> asyncio.Future:
+        """Queues one preprocessed image (C, H, W); the future resolves to its logits (K,).
 
         Raises:
             QueueFull: when ``queue_size`` requests are already waiting.
@@ -91,7 +106,15 @@ class DynamicBatcher:
             self._queue.put_nowait((image, fut))
         except asyncio.QueueFull:
             raise QueueFull(f"{self.queue_size} requests are already waiting") from None
-        return await fut
+        return fut
+
+    async def submit(self, image: torch.Tensor) -> torch.Tensor:
+        """Queues one preprocessed image (C, H, W) and waits for its logits (K,).
+
+        Raises:
+            QueueFull: when ``queue_size`` requests are already waiting.
+        """
+        return await self.enqueue(image)
 
     async def _collect(self) -> list:
         """Waits for the first request, then gathers more until full or the delay is over."""
@@ -105,7 +128,7 @@ class DynamicBatcher:
             except asyncio.QueueEmpty:
                 pass
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 or self._incoming == 0:  # no one else is on the way: run now
                 break
             try:
                 items.append(await asyncio.wait_for(self._queue.get(), left))
