@@ -1,7 +1,7 @@
 """Load test of ``reslab serve`` on loopback: images/s and latency percentiles at 1, 4, 16
 and 64 concurrent clients, dynamic batching against one request per forward pass.
 
-Both arms run the same server (``python -m reslab serve`` in its own process, so client and
+Both arms run the same server code (``python -m reslab serve`` in its own process, so client and
 server do not share a GIL) on the same model: the shipped resnet20 trained on Fashion-MNIST
 (28x28 grey), with real Fashion-MNIST test images sent as PNG files.
 
@@ -11,7 +11,8 @@ server do not share a GIL) on the same model: the shipped resnet20 trained on Fa
 
 Clients are closed loops (each sends its next request when the last is answered) over
 keep-alive HTTP/1.1 connections, written on raw asyncio streams so the client costs little
-CPU. Every level is bounded in requests and seconds and targets 127.0.0.1 only. At the end,
+CPU. Every level is bounded in requests and seconds, is measured three times with the arms
+alternating (the median round is reported), and targets 127.0.0.1 only. At the end,
 the batched server's resident memory is read before and after 10,000 more requests.
 
 Goals (issue 18, at 16 clients): batched >= 3x the images/s of one-per-forward, and batched
@@ -163,42 +164,55 @@ async def load(port: int, images: list[bytes], clients: int, requests: int,
             "p99_ms": round(float(np.percentile(lat, 99)), 2), "wall_s": round(wall, 2)}
 
 
-def run_arm(ckpt, arm, images, threads, requests, seconds, memory_requests=0) -> dict:
-    proc, port = start_server(ckpt, ARMS[arm], threads)
+def run_levels(ckpt, images, threads, requests, seconds, repeats, memory_requests=0) -> dict:
+    """Both arms' servers run side by side (an idle server costs no CPU); each level is
+    measured ``repeats`` times, alternating the arms, so a change in the machine's load hits
+    both; the round with the median images/s is reported."""
+    servers = {arm: start_server(ckpt, flags, threads) for arm, flags in ARMS.items()}
     try:
-        asyncio.run(load(port, images, 4, 100, 30))  # warm-up: first calls, allocator
-        rows = []
+        results = {arm: {"settings": " ".join(ARMS[arm]), "levels": [], "memory": None}
+                   for arm in ARMS}
+        for _proc, port in servers.values():
+            asyncio.run(load(port, images, 4, 100, 30))  # warm-up: first calls, allocator
         for clients in LEVELS:
-            n = max(requests, 20 * clients)
-            row = asyncio.run(load(port, images, clients, n, seconds))
-            print(f"{arm:>16} {clients:>3} clients: {row['images_per_s']:>7.1f} img/s  "
-                  f"p50 {row['p50_ms']:>6.2f} ms  p99 {row['p99_ms']:>7.2f} ms  "
-                  f"({row['requests']} requests, {row['errors']} errors)", flush=True)
-            rows.append(row)
-        memory = None
+            rounds: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+            for _ in range(repeats):  # arms alternate within each round
+                for arm, (_proc, port) in servers.items():
+                    n = max(requests, 20 * clients)
+                    rounds[arm].append(asyncio.run(load(port, images, clients, n, seconds)))
+            for arm, rows in rounds.items():
+                row = sorted(rows, key=lambda r: r["images_per_s"])[len(rows) // 2]  # median round
+                row["rounds_images_per_s"] = [r["images_per_s"] for r in rows]
+                print(f"{arm:>16} {clients:>3} clients: {row['images_per_s']:>7.1f} img/s  "
+                      f"p50 {row['p50_ms']:>6.2f} ms  p99 {row['p99_ms']:>7.2f} ms  "
+                      f"(median of {row['rounds_images_per_s']} img/s; {row['errors']} errors)",
+                      flush=True)
+                results[arm]["levels"].append(row)
         if memory_requests:
+            proc, port = servers["batched"]
             before = rss_mb(proc.pid)
             asyncio.run(load(port, images, 16, memory_requests, 600))
             memory = {"requests": memory_requests, "rss_before_mb": round(before, 1),
                       "rss_after_mb": round(rss_mb(proc.pid), 1)}
-            print(f"{arm}: server RSS {memory['rss_before_mb']} MB -> {memory['rss_after_mb']} MB "
-                  f"over {memory_requests} more requests", flush=True)
-        return {"settings": " ".join(ARMS[arm]), "levels": rows, "memory": memory}
+            print(f"batched: server RSS {memory['rss_before_mb']} MB -> {memory['rss_after_mb']} "
+                  f"MB over {memory_requests} more requests", flush=True)
+            results["batched"]["memory"] = memory
+        return results
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _port in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:
     args = parse_args(__doc__, "serve.json")
     threads = args.threads or 1
-    requests, seconds = (60, 5.0) if args.quick else (600, 20.0)
+    requests, seconds, repeats = (60, 5.0, 1) if args.quick else (400, 15.0, 3)
     images = test_images()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp))
-        results = {arm: run_arm(ckpt, arm, images, threads, requests, seconds,
-                                memory_requests=0 if args.quick or arm != "batched" else 10_000)
-                   for arm in ARMS}
+        results = run_levels(ckpt, images, threads, requests, seconds, repeats,
+                             memory_requests=0 if args.quick else 10_000)
     one, bat = results["one-per-forward"]["levels"], results["batched"]["levels"]
     at16 = LEVELS.index(16)
     speedup = bat[at16]["images_per_s"] / one[at16]["images_per_s"]
