@@ -8,6 +8,7 @@ Endpoints: ``POST /predict`` (top-k labels), ``POST /explain`` (Grad-CAM PNG), `
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def create_app(model: ServedModel, settings: ServeSettings | None = None) -> Fas
     batcher = DynamicBatcher(model.forward, cfg.max_batch, cfg.max_delay_ms, cfg.queue_size,
                              on_batch=metrics.observe_batch)
 
+    @contextlib.asynccontextmanager
     async def lifespan(_app):
         await batcher.start()
         yield
