@@ -5,7 +5,6 @@ screenshot among the test's artefacts. Skipped where Chromium or chromedriver is
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path
