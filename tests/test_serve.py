@@ -19,11 +19,13 @@ from PIL import Image
 from test_evaluate_helpers import digits_run, torch_threads
 
 from reslab.data import load_dataset
-from reslab.serve import DynamicBatcher, QueueFull, ServedModel, ServeSettings, create_app
-from reslab.serve.server import BackgroundServer
+from reslab.serve import DynamicBatcher, QueueFull, ServedModel, ServeSettings
 
-pytest.importorskip("fastapi")
+pytest.importorskip("fastapi")  # the `serve` extra; the names below import it
 from starlette.testclient import TestClient  # noqa: E402
+
+from reslab.serve import create_app  # noqa: E402
+from reslab.serve.server import BackgroundServer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -282,3 +284,12 @@ def test_batcher_waits_only_for_announced_requests(served):
 
     asyncio.run(go())
     assert sizes == [1, 2]
+
+
+def test_serve_command_refuses_bad_options_before_loading(capsys):
+    from reslab.cli.main import main
+
+    assert main(["serve", "/no/such/run", "--max-batch", "0"]) == 2
+    assert "--max-batch 0" in capsys.readouterr().err
+    assert main(["serve", "/no/such/run", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
