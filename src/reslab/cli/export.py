@@ -9,7 +9,10 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
     parser.add_argument(
-        "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
+        "--format", required=True,
+        choices=["onnx", "torchscript", "exported-program", "hf", "timm"],
+        help="hf: a folder transformers loads (AutoModelForImageClassification); "
+             "timm: weights timm.create_model loads",
     )
     parser.add_argument("--out", default=None,
                         help="artifact folder to write (default: RUN/export/FORMAT, with -PRECISION "
@@ -49,6 +52,18 @@ def default_out(checkpoint: str, fmt: str, precision: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..export.artifact import export_model
 
+    if args.format in ("hf", "timm"):  # fp32 weights for another library, checked on load
+        from ..export.hf import export_hf
+        from ..export.timm_format import export_timm
+
+        if args.precision != "fp32":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--format {args.format} writes fp32 weights; drop --precision "
+                              f"{args.precision} (received).")
+        out = args.out or default_out(args.checkpoint, args.format, "fp32")
+        (export_hf if args.format == "hf" else export_timm)(args.checkpoint, out)
+        return 0
     export_model(
         args.checkpoint,
         args.format,

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("reslab.cli.report", "self-contained HTML report of a run"),
     "predict": ("reslab.cli.predict", "top-k predictions for files, folders or globs"),
     "export": ("reslab.cli.export", "export to ONNX, TorchScript or ExportedProgram"),
+    "serve": ("reslab.cli.serve", "HTTP endpoint, web page and metrics for a trained model"),
+    "push": ("reslab.cli.push", "upload an export folder to the Hugging Face Hub"),
     "bench": ("reslab.cli.bench", "inference and training throughput against torchvision"),
     "experiment": ("reslab.cli.experiment", "reproduce the paper's experiments"),
     "demo": ("reslab.cli.demo", "the README's main job: fine-tune vs from scratch"),

@@ -166,6 +166,10 @@ def export_model(
     example = samples.images[:8] if len(samples.images) >= 2 else samples.images.repeat(2, 1, 1, 1)
     say(f"exporting {model.model_args['name']} to {path} ({fmt}, {precision}; {fold.describe()})")
     _write_model(folded, fmt, precision, example, samples.calibration, path, opset)
+    if fmt == "onnx":  # labels and preprocessing travel inside the file too
+        from .onnx import write_metadata
+
+        write_metadata(path, classes, preprocess)
     (out / "preprocess.json").write_text(json.dumps(preprocess, indent=2) + "\n")
     (out / "labels.json").write_text(json.dumps(classes, indent=2, ensure_ascii=False) + "\n")
 

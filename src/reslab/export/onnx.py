@@ -64,6 +64,22 @@ def export_onnx(
     return path
 
 
+def write_metadata(path: str | os.PathLike, labels: list[str], preprocess: dict) -> None:
+    """Stores the labels and preprocessing in the file's ``metadata_props`` (JSON strings),
+    so a runtime that receives only ``model.onnx`` still knows its classes, mean/std and
+    input size (onnxruntime: ``session.get_modelmeta().custom_metadata_map``)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {"labels": labels, "input_size": preprocess["input_size"], "mean": preprocess["mean"],
+             "std": preprocess["std"], "resize": preprocess.get("resize"),
+             "crop": preprocess.get("crop"), "producer": "reslab"}
+    onnx.helper.set_model_props(model, {k: json.dumps(v, ensure_ascii=False) for k, v in props.items()})
+    onnx.save(model, str(path))
+
+
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
     """An onnxruntime ``InferenceSession`` on the best available provider (CUDA, else CPU)."""
     import onnxruntime as ort
