@@ -153,3 +153,25 @@ def test_fit_writes_tensorboard_through_log_flag(tmp_path):
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     assert [e.step for e in acc.Scalars("test/acc")] == [2]
+
+
+def test_fit_logs_the_model_to_mlflow_inside_the_run_folder(tmp_path, monkeypatch):
+    """The MLflow run gets model.safetensors and config.yaml as artifacts, stored under the
+    run folder (not ./mlruns of the current directory)."""
+    from mlflow.tracking import MlflowClient
+
+    from reslab.data import load_dataset
+    from reslab.engine import fit
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"data": {"source": "digits", "batch_size": 64, "limit_train": 64, "limit_val": 32},
+                             "epochs": 1, "threads": 1, "log": "mlflow", "precision": "fp32",
+                             "eval_test": False, "out": str(tmp_path / "run")})  # fmt: skip
+    fit(cfg, data=load_dataset("digits", check=False, log=None))
+    client = MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}")
+    run = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])[0]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.safetensors", "config.yaml"} <= names
+    stored = list((tmp_path / "run" / "mlartifacts").rglob("model.safetensors"))
+    assert len(stored) == 1 and stored[0].read_bytes() == (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "mlruns").exists()

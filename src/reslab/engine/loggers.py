@@ -116,8 +116,11 @@ class MLflowLogger:
                 "file: store only with MLFLOW_ALLOW_FILE_STORE=true in the environment."
             ) from None
         name = cfg.tracking.experiment
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
-        name = cfg.tracking.run_name or Path(run_dir).name
+        self.run_dir = Path(run_dir)
+        # Artifacts live inside the run folder, not in ./mlruns of whatever the current directory is.
+        artifacts = (self.run_dir / "mlartifacts").resolve().as_uri()
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(name, artifact_location=artifacts)
+        name = cfg.tracking.run_name or self.run_dir.name
         self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
 
     def log_params(self, config: Mapping[str, Any]) -> None:
@@ -138,6 +141,12 @@ class MLflowLogger:
             self.client.log_batch(self.run_id, metrics=batch)
 
     def close(self, status: str = "FINISHED") -> None:
+        model = self.run_dir / "model.safetensors"  # the trainer writes it before closing
+        if status == "FINISHED" and model.is_file():
+            self.client.log_artifact(self.run_id, str(model))
+            card = self.run_dir / "config.yaml"
+            if card.is_file():
+                self.client.log_artifact(self.run_id, str(card))
         self.client.set_terminated(self.run_id, status=status)
 
 
