@@ -43,10 +43,11 @@ def test_out_inside_the_data_is_refused_by_name_and_never_blamed_on_the_data(tmp
         check_out_not_inside(root, root / "run1")
     check_out_not_inside(root, tmp_path / "runs" / "run1")  # outside: fine
     check_out_not_inside("digits", root / "run1")  # a built-in has no folder to protect
-    # the engine creates the run folder before it loads the data: the scan sets it aside
+    # fit checks it before it creates anything: no run folder lands among the images
     cfg = load_config(None, {
         "data": {"source": str(root), "batch_size": 8, "image_size": 12},
         "model": {"name": "resnet20"}, "epochs": 1, "threads": 1, "precision": "fp32", "out": str(root / "run1"),
     })  # fmt: skip
-    result = fit(cfg)
-    assert result.history and (root / "run1" / "checkpoints" / "last.pt").exists()
+    with pytest.raises(ConfigError, match=r"is inside the data folder"):
+        fit(cfg)
+    assert not (root / "run1").exists()
