@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import WeightsError
+from ..download import DownloadError, download_file
+from ..errors import DataError, WeightsError
 from ..files import hash_file
 from .catalog import EXAMPLES, WeightMeta, default_weights_dir, parse_source, read_card, weight_meta
 
 _TRUE = ("1", "true", "yes", "on")
+_HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's HASH_REGEX
 
 
 def torch_hub_checkpoint_path(url: str) -> Path:
@@ -132,20 +135,14 @@ def _torch_hub_file(meta: WeightMeta, may_download: bool, log) -> Path:
     if not may_download:
         raise WeightsError(f"{meta.source} is not in the local cache: {dst} does not exist, and "
                            f"downloads are off (offline).\n{how}")
-    import torch.hub
-
-    m = torch.hub.HASH_REGEX.search(dst.name)
+    # torchvision names its files NAME-<first hex digits of their SHA-256>.pth: check them.
+    m = _HASH_PREFIX.search(dst.name)
     if log:
         log(f"downloading {meta.url} to {dst}")
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        prefix = m.group(1) if m else None  # torchvision names files NAME-<sha256 prefix>.pth
-        torch.hub.download_url_to_file(meta.url, str(dst), prefix, progress=False)
-    except Exception as e:  # no network, proxy, disk full, hash mismatch: all need the same advice
-        raise WeightsError(
-            f"{meta.source}: could not download {meta.url} ({type(e).__name__}: {e}). "
-            f"Expected file: {dst}.\n{how}"
-        ) from e
+        download_file(meta.url, dst, sha256_prefix=m.group(1) if m else None, how_to_fix=how)
+    except (DownloadError, DataError) as e:  # no answer, no network, a corrupted file
+        raise WeightsError(f"{meta.source}: {e}") from e
     return dst
 
 
