@@ -3,18 +3,21 @@ with their default weights (``catalog.py``) on request."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
-from .catalog import default_weights
+from .catalog import default_weights, parse_source
+from .fetch import resolve_named
 from .normalisation import stats_for_channels
 from .pretrained import load_pretrained, weights_info
 from .resnet import ResNet
 from .table import ModelSpec, get_spec, model_names
 
 __all__ = ["create_model", "get_spec", "list_models"]
+logger = logging.getLogger("reslab.models")
 
 
 def list_models(
@@ -88,6 +91,9 @@ def create_model(
     """
     spec = get_spec(name)
     source = _resolve_pretrained(name, pretrained)
+    if source is not None and parse_source(source) is not None:
+        # Find (or download) named weights before building: an offline error comes at once.
+        resolve_named(source, log=logger.info)
     if source is not None and pretrained is True and (num_classes is None or in_chans is None):
         # The default weights decide the shape a user did not ask for (timm does the same).
         args = (weights_info(source) or {}).get("model_args") or {}
@@ -100,5 +106,5 @@ def create_model(
     model.default_cfg = _default_cfg(name, spec, in_chans)
     model.model_args = {"name": name, "num_classes": n, "in_chans": in_chans, **kwargs}
     if source is not None:
-        load_pretrained(model, source)
+        load_pretrained(model, source, log=logger.info)
     return model
