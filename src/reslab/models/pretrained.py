@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import load_checkpoint
 from ..run_folder import RunFolder
 from .catalog import EXAMPLES, HF_WEIGHT_FILES, parse_source, read_card, weight_meta
 from .convert import (
@@ -40,7 +39,7 @@ from .convert import (
 from .fetch import hf_cached_file, resolve_named
 from .match import NBT, LoadReport, match_state_dict
 from .normalisation import IMAGENET_MEAN, IMAGENET_STD, stats_for_channels
-from .weights_file import read_weights_file, sniff
+from .weights_file import check_weights_file, load_torch_file, read_weights_file
 
 LOCAL_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
@@ -279,8 +278,8 @@ def weights_info(
         if (path / "checkpoints").is_dir() or (path / "config.json").is_file():
             return _open_path(path).info
         return None
-    if path.is_file() and sniff(path) == "torch":
-        obj = load_checkpoint(path)
+    if path.is_file() and check_weights_file(path) == "torch":
+        obj = load_torch_file(path)
         if isinstance(obj, Mapping) and obj.get("model_args"):
             return _from_reslab_checkpoint(obj, path).info
     return None
