@@ -103,8 +103,7 @@ def _retryable(error: BaseException) -> bool:
 def _fetch_once(url: str, tmp: str, timeout: float) -> None:
     """One attempt: ``url`` into ``tmp``, every socket operation bounded by ``timeout``."""
     with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-        for block in iter(lambda: resp.read(1 << 20), b""):
-            out.write(block)
+        out.writelines(iter(lambda: resp.read(1 << 20), b""))
 
 
 def download_file(

@@ -4,8 +4,9 @@ another size), what is adapted (the first conv for another ``in_chans``); ``Load
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # Per-channel RGB mean and std of ImageNet-1k's training images, the statistics every
 # torchvision, timm and Hugging Face ResNet was trained with.
