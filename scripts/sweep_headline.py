@@ -94,7 +94,8 @@ JOBS = {
 
 
 def register_extra_archs() -> None:
-    from reslab.models.registry import ModelSpec, list_models, register
+    from reslab.models.registry import list_models
+    from reslab.models.table import ModelSpec, register
 
     for name, arch in EXTRA_ARCHS.items():
         if name not in list_models():

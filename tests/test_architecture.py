@@ -77,6 +77,4 @@ def test_no_import_circles():
         for child in graph.find_modules_directly_imported_by(pkg):
             if child.startswith(pkg + "."):
                 graph.remove_import(importer=pkg, imported=child)
-    known = [["reslab.models.convert", "reslab.models.hub", "reslab.models.pretrained",
-              "reslab.models.registry"]]  # being split by job (issue 19, "weights by job")
-    assert [c for c in _cycles(graph) if c not in known] == []
+    assert _cycles(graph) == []

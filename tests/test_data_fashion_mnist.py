@@ -13,7 +13,7 @@ import torch
 
 from reslab.data import fashion_mnist as fm
 from reslab.data import load_dataset
-from reslab.data.download import download_file, verify_file
+from reslab.download import download_file, verify_file
 from reslab.errors import DataError
 
 REAL = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()

@@ -8,6 +8,7 @@ least as close. It must also leave every case it does not serve to ATen, unchang
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -205,7 +206,7 @@ def test_no_op_of_the_fused_backward_mixes_layouts(kernel):
         assert mixed_layout_ops(model, torch.randn(2, 3, size, size), torch.bfloat16) == []
 
 
-def test_enable_says_why_it_is_off(monkeypatch):
+def test_enable_says_why_it_is_off(monkeypatch, caplog):
     saved = (fused._kernel, fused._status)
     try:
         fused.disable()
@@ -224,12 +225,16 @@ def test_enable_says_why_it_is_off(monkeypatch):
         fused.disable()
         monkeypatch.setattr(fused.shutil, "which", lambda _cc: "/usr/bin/g++")
 
-        def broken():
-            raise RuntimeError("Error building extension 'reslab_bn_act'")
+        def broken(name, folder):
+            raise RuntimeError(f"Error building extension '{name}'")
 
         monkeypatch.setattr(fused, "_build", broken)
-        ok, why = fused.enable()
+        monkeypatch.setattr(fused, "_import_built", lambda name, folder: None)  # not built yet
+        with caplog.at_level(logging.WARNING, logger="reslab.models.fused"):
+            ok, why = fused.enable()
         assert not ok and "could not be built" in why and "reslab_bn_act" in why
+        assert [r.getMessage() for r in caplog.records] == [why]  # one clear line
+        assert "using ATen's ops" in why
         assert not fused.is_enabled()
         bn, x = _bn(16), torch.randn(2, 16, 4, 4).bfloat16().contiguous(memory_format=CL)
         torch.testing.assert_close(fused.bn_act(bn, nn.ReLU(), x), F.relu(_bn(16)(x)))
@@ -250,3 +255,35 @@ def test_the_kernel_refuses_what_it_cannot_read(kernel):
         kernel.forward(x, torch.ones(16), b, None, 1e-5)
     with pytest.raises(RuntimeError, match="differ in shape"):
         kernel.forward(x, w, b, torch.randn(4, 32).bfloat16(), 1e-5)
+
+
+def test_each_build_configuration_has_its_own_name_and_folder(monkeypatch, tmp_path):
+    """Two installs (another source, torch, flags or Python) never share, so never rebuild,
+    one compiled file; the same configuration always finds the same one."""
+    base = dict(source=b"kernel v1", torch_version="2.14.0", flags=("-O3",), python="cpython-311")
+    names = {fused.build_name(**base)}
+    for key, other in [("source", b"kernel v2"), ("torch_version", "2.15.0"),
+                       ("flags", ("-O2",)), ("python", "cpython-312")]:
+        names.add(fused.build_name(**{**base, key: other}))
+    assert len(names) == 5
+    assert fused.build_name(**base) == fused.build_name(**base)
+    assert fused.build_name().startswith("reslab_bn_act_")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert fused.build_dir("reslab_bn_act_x") == tmp_path / "reslab" / "reslab_bn_act_x"
+    assert fused.build_dir("reslab_bn_act_x") != fused.build_dir("reslab_bn_act_y")
+
+
+def test_a_second_load_imports_the_compiled_kernel(kernel):
+    """After one build, enable() imports the compiled file: no compile, no compile message."""
+    so = fused.build_dir() / f"{fused.build_name()}.so"
+    assert so.is_file()
+    before = so.stat().st_mtime_ns
+    saved = (fused._kernel, fused._status)
+    lines = []
+    try:
+        fused.disable()
+        assert fused.enable(log=lines.append) == (True, "fused BatchNorm+ReLU kernel on")
+        assert fused.last_load == "cached" and lines == []
+        assert so.stat().st_mtime_ns == before
+    finally:
+        fused._kernel, fused._status = saved

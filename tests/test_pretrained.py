@@ -18,8 +18,9 @@ from torch import nn
 import reslab
 from reslab.errors import WeightsError
 from reslab.files import save_checkpoint
-from reslab.models import create_model, hub
+from reslab.models import catalog, create_model
 from reslab.models.convert import adapt_input_conv, convert_hf_state_dict, detect_layout
+from reslab.models.fetch import hf_cached_file
 from reslab.models.pretrained import load_pretrained, weights_info
 
 
@@ -174,7 +175,7 @@ def test_hf_name_from_cache(offline):
     (snap.parent.parent / "refs").mkdir()
     (snap.parent.parent / "refs" / "main").write_text("abc123")
     # oracle: huggingface_hub's own cache lookup finds the same file
-    ours = hub.hf_cached_file("microsoft/resnet-18", "model.safetensors")
+    ours = hf_cached_file("microsoft/resnet-18", "model.safetensors")
     assert ours == snap / "model.safetensors"
     found = huggingface_hub.try_to_load_from_cache("microsoft/resnet-18", "model.safetensors",
                                                    cache_dir=offline / "hf")
@@ -242,7 +243,7 @@ def test_unknown_names_list_the_known_ones():
 
 def test_torchvision_records_match_torchvision():
     tvm = pytest.importorskip("torchvision.models")
-    names = hub.list_named_weights("torchvision")
+    names = catalog.list_named_weights("torchvision")
     assert len(names) == 16
     for source in names:
         info = weights_info(source)
@@ -266,8 +267,8 @@ def test_torchvision_records_match_torchvision():
 def test_timm_records_match_timm():
     # reslab's own table resolves these names without timm installed; it must say what timm says
     timm_models = pytest.importorskip("timm.models")
-    assert len(hub._TIMM) >= 9
-    for name, meta in hub._TIMM.items():
+    assert len(catalog._TIMM) >= 9
+    for name, meta in catalog._TIMM.items():
         cfg = timm_models.get_pretrained_cfg(name)
         pre = meta.preprocess()
         assert meta.url == cfg.url and meta.hf_repo == cfg.hf_hub_id
@@ -278,7 +279,7 @@ def test_timm_records_match_timm():
         assert tuple(pre["mean"]) == tuple(cfg.mean) and tuple(pre["std"]) == tuple(cfg.std)
         # with timm installed the name resolves through timm to the same record
         assert weights_info(f"timm:{name}") == meta.to_dict()
-    for arch, meta in hub._TIMM_DEFAULT.items():  # "timm:resnet50" means timm's default tag
+    for arch, meta in catalog._TIMM_DEFAULT.items():  # "timm:resnet50" means timm's default tag
         assert meta.source == f"timm:{arch}.{timm_models.get_pretrained_cfg(arch).tag}"
 
 

@@ -1,12 +1,13 @@
 """``reslab models``: every architecture with its parameters and MACs at its default input size.
 
-The counts come from one forward pass of one image per model, so they are exact. Building
-~40 networks is what costs time: initialising 127M random weights (wide_resnet101_2) takes
-seconds. ``counting_model`` therefore builds the ImageNet nets on PyTorch's ``meta`` device
-(shapes without memory, data or init; the forward pass only propagates shapes) and builds the
-small-but-deep CIFAR nets on the CPU (for 1,200 layers of 32x32 images the meta device's
-per-operation overhead costs more than real arithmetic). tests/test_cli_models.py checks
-both against ordinary models.
+The counts are exact: each comes from one forward pass of one image on the ``meta`` device
+(``reslab.models.count_macs``), made once per table row and shipped as data
+(``reslab.models.counts``), so listing the table builds no network. A row changed since
+(or registered later) is counted live. ``counting_model`` builds a network the fastest way
+for ``reslab summary``'s per-layer table: the ImageNet nets on the ``meta`` device (shapes
+without memory, data or init) and the small-but-deep CIFAR nets on the CPU (for 1,200
+layers of 32x32 images the meta device's per-operation overhead costs more than real
+arithmetic). tests/test_cli_models.py checks both against ordinary models.
 """
 
 from __future__ import annotations
@@ -73,19 +74,20 @@ def model_rows(family: str | None = None, pattern: str | None = None) -> list[di
     Returns:
         Rows in registry order; ``macs`` is for one image at the default ``input_size``.
     """
-    from reslab.models import count_params, get_spec, list_models, profile_model
+    from reslab.models.counts import table_counts
+    from reslab.models.table import get_spec, model_names
 
+    names = model_names(pattern=pattern, family=family)
+    with single_thread():
+        counts = table_counts(names)
     rows = []
-    for name in list_models(pattern=pattern, family=family):
+    for name in names:
         spec = get_spec(name)
-        with single_thread():
-            model = counting_model(name)
-            macs = sum(s.macs for s in profile_model(model, spec.input_size))
         rows.append({
             "name": name,
             "family": spec.family,
-            "params": count_params(model),
-            "macs": macs,
+            "params": counts[name]["params"],
+            "macs": counts[name]["macs"],
             "input_size": list(spec.input_size),
             "paper": spec.paper,
         })

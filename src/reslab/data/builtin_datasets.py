@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..download import download_and_extract
 from ..errors import DataError
 from . import digits as _digits
 from . import fashion_mnist as _fm
@@ -132,8 +133,9 @@ def read_cifar(name: str, root: str | None = None, download: bool = True) -> Bui
         except RuntimeError:
             if not download:
                 raise DataError(f"{name} is not in {folder} and downloads are off. {how}") from None
-            try:
-                ds = cls(str(folder), train=split == "train", download=True)
+            try:  # through reslab.download: timeouts, bounded retries and the md5 checked
+                download_and_extract(cls.url, folder, md5=cls.tgz_md5, how_to_fix=how)
+                ds = cls(str(folder), train=split == "train", download=False)
             except Exception as e:  # noqa: BLE001 - offline: URLError, timeouts, ...
                 raise DataError(
                     f"{name} is not in {folder} and the download failed ({type(e).__name__}: {e}). {how}"

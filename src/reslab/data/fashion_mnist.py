@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..download import download_file
 from ..errors import DataError
-from .download import download_file
 from .paths import data_dir
 
 CLASSES = [

@@ -7,8 +7,9 @@ import os
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import load_checkpoint
+from ..run_folder import RunFolder
 from .registry import create_model
+from .weights_file import load_torch_file
 
 
 def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
@@ -22,11 +23,14 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") ->
     Returns:
         The model, with ``model.classes`` and ``model.preprocess`` set from the checkpoint.
     """
+    where = "this checkpoint"
     if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt, map_location)
-    if "model_args" not in ckpt:
+        path = RunFolder.resolve_checkpoint(ckpt)[0]
+        where = str(path)
+        ckpt = load_torch_file(path, map_location)  # empty, HTML, truncated: a WeightsError
+    if not isinstance(ckpt, dict) or "model_args" not in ckpt:
         raise WeightsError(
-            "this checkpoint has no 'model_args', so the architecture is unknown; "
+            f"{where} has no 'model_args', so the architecture is unknown; "
             "build the model with reslab.create_model(...) and use reslab.load_pretrained."
         )
     args = dict(ckpt["model_args"])
@@ -36,7 +40,17 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") ->
     ema_on = bool(((ckpt.get("config") or {}).get("ema") or {}).get("enabled"))
     if ema_on and isinstance(ckpt.get("ema"), dict) and "model" in ckpt["ema"]:
         weights = ckpt["ema"]["model"]  # last.pt of an EMA run: the evaluated weights
-    model.load_state_dict(weights, strict=True)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:  # another architecture's (or a damaged) state dict
+        lines = [ln.strip() for ln in str(e).splitlines()[1:4] if ln.strip()]
+        raise WeightsError(
+            f"{where} says its model is {name!r} ({args}), but its weights do not fit that "
+            f"model: {' '.join(lines)[:600]}. The checkpoint is inconsistent (saved from "
+            "another architecture or edited); use the run's own checkpoint, or build the "
+            "right model with reslab.create_model(...) and reslab.load_pretrained(model, file)."
+        ) from e
     model.classes = list(ckpt.get("classes") or [])
     model.preprocess = dict(ckpt.get("preprocess") or {})
     return model
+

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import WeightsError
+from .table import get_spec, model_names
 
 # Wrappers used by training scripts around the real state dict, most specific first.
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_state", "net", "module")
@@ -200,13 +201,11 @@ def check_hf_config(config: Mapping[str, Any]) -> None:
 
 def hf_architecture(config: Mapping[str, Any]) -> str | None:
     """The reslab model name matching a transformers ``ResNetConfig`` (``None`` if none does)."""
-    from .registry import get_spec, list_models
-
     depths = tuple(config.get("depths", (3, 4, 6, 3)))
     block = config.get("layer_type", "bottleneck")
     expansion = 4 if block == "bottleneck" else 1
     hidden = tuple(config.get("hidden_sizes", (256, 512, 1024, 2048)))
-    for name in list_models(family="imagenet"):
+    for name in model_names(family="imagenet"):
         arch = get_spec(name).arch
         if (
             arch["block"] == block

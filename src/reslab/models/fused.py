@@ -13,17 +13,23 @@ the kernel built. Everywhere else (eval, export, tracing, fp32, GPUs, SyncBatchN
 or fine-tuning BatchNorm variants) the same call runs the module's own ops. Results differ
 from ATen's only in rounding: the sum is rounded to bf16 once instead of after each op.
 
-The kernel is compiled with the machine's C++ compiler on first use (about 30 s, then
-cached by PyTorch in ``~/.cache/torch_extensions``). ``reslab train`` and
-``reslab finetune`` call ``enable()`` when they train in bf16 + channels_last on CPU;
-``RESLAB_FUSED_BN=0`` turns it off.
+The kernel is compiled with the machine's C++ compiler on first use (about 30 s) into
+PyTorch's extension cache (``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR`` moves it),
+under a name derived from a hash of the source, the torch version, the compiler flags and
+the Python version: two installs with the same build share one compiled file, two different
+ones each keep their own, and neither rebuilds the other's (issue 16). A later load imports
+the compiled file without compiling. ``reslab train`` and ``reslab finetune`` call
+``enable()`` when they train in bf16 + channels_last on CPU; ``RESLAB_FUSED_BN=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -34,9 +40,13 @@ from torch import nn
 from .layers import _tracing
 
 _SOURCE = Path(__file__).parent / "csrc" / "bn_act.cpp"
+CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
 _lock = threading.Lock()
 _kernel = None  # the loaded extension once enable() succeeded
 _status: tuple[bool, str] | None = None
+last_load: str | None = None  # "compiled" or "cached": what the last successful enable() did
+logger = logging.getLogger("reslab.models.fused")
 
 
 def _cpu_flags() -> set[str]:
@@ -49,7 +59,49 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _build():
+def build_name(
+    source: bytes | None = None,
+    torch_version: str = torch.__version__,
+    flags: tuple[str, ...] = CFLAGS + LDFLAGS,
+    python: str = sys.implementation.cache_tag or sys.version,
+) -> str:
+    """The extension's name: ``reslab_bn_act_<hash>`` of everything that changes the binary.
+
+    Args:
+        source: the C++ source (default: ``csrc/bn_act.cpp``).
+        torch_version, flags, python: the build's other inputs (defaults: this process's).
+    Returns:
+        A name that differs whenever any input differs, so builds never overwrite each other.
+    """
+    h = hashlib.sha256(source if source is not None else _SOURCE.read_bytes())
+    for part in (torch_version, " ".join(flags), python):
+        h.update(b"\0" + part.encode())
+    return f"reslab_bn_act_{h.hexdigest()[:16]}"
+
+
+def build_dir(name: str | None = None) -> Path:
+    """The folder the kernel named ``name`` is compiled into: ``<root>/reslab/<name>``, with
+    torch's extension root (``TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "torch_extensions",
+    )
+    return Path(root).expanduser() / "reslab" / (name or build_name())
+
+
+def _import_built(name: str, folder: Path):
+    """The compiled module from ``folder``, or ``None`` when it has not been built there."""
+    so = folder / f"{name}.so"
+    if not so.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(name, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(name: str, folder: Path):
+    """Compiles the kernel into ``folder`` with torch's JIT extension builder and loads it."""
     # Importing cpp_extension warns "No CUDA runtime is found" on CPU-only machines.
     log = logging.getLogger("torch.utils.cpp_extension")
     level = log.level
@@ -66,21 +118,42 @@ def _build():
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass
-    flags = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
+    folder.mkdir(parents=True, exist_ok=True)
     return cpp_extension.load(
-        name="reslab_bn_act",
+        name=name,
         sources=[str(_SOURCE)],
-        extra_cflags=flags,
-        extra_ldflags=["-fopenmp"],
+        extra_cflags=list(CFLAGS),
+        extra_ldflags=list(LDFLAGS),
+        build_directory=str(folder),
         verbose=False,
     )
 
 
-def enable(log: Callable[[str], None] | None = None) -> tuple[bool, str]:
-    """Builds (first time on a machine) and loads the kernel, so ``bn_act`` uses it.
+def _load(log: Callable[[str], None] | None):
+    """The kernel: imported when this build exists, else compiled (and said so) first."""
+    global last_load
+    name = build_name()
+    folder = build_dir(name)
+    module = _import_built(name, folder)
+    if module is not None:
+        last_load = "cached"
+        return module
+    msg = (f"compiling reslab's fused BatchNorm+ReLU CPU kernel into {folder} (about 30 s, "
+           "once for this source, torch, flags and Python)")
+    (log or logger.info)(msg)
+    module = _build(name, folder)
+    last_load = "compiled"
+    return module
 
-    Returns ``(enabled, why)``; never raises: without a compiler or AVX512-BF16 the blocks
-    keep ATen's ops.
+
+def enable(log: Callable[[str], None] | None = None) -> tuple[bool, str]:
+    """Loads the kernel (compiling it the first time for this build), so ``bn_act`` uses it.
+
+    Args:
+        log: receives the one-line compile message, only when it compiles.
+    Returns:
+        ``(enabled, why)``; never raises: without a compiler or AVX512-BF16, or when the
+        compile fails (logged as one warning), the blocks keep ATen's ops.
     """
     global _kernel, _status
     with _lock:
@@ -94,14 +167,12 @@ def enable(log: Callable[[str], None] | None = None) -> tuple[bool, str]:
             _status = (False, "fused BatchNorm+ReLU needs a C++ compiler (g++); using ATen's ops")
         else:
             try:
-                if log:
-                    log("loading reslab's fused BatchNorm+ReLU CPU kernel (the first time on a "
-                        "machine it is compiled: about 30 s)")  # fmt: skip
-                _kernel = _build()
+                _kernel = _load(log)
                 _status = (True, "fused BatchNorm+ReLU kernel on")
             except Exception as e:  # compiler or ninja missing or failing: keep ATen's ops
                 reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
                 _status = (False, f"fused BatchNorm+ReLU kernel could not be built ({reason}); using ATen's ops")
+                logger.warning(_status[1])
         return _status
 
 

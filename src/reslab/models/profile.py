@@ -1,8 +1,12 @@
 """Parameter and multiply-accumulate (MAC) counts, per layer and in total; and a check that
 a channels_last backward pass keeps one memory layout.
 
-MACs count convolutions and linear layers, the convention behind the published figures
-(resnet50: 4.09 GMACs at 224 px); norms, activations, pooling and additions are ignored.
+MACs count convolutions and matrix products (linear layers), the convention behind the
+published figures (resnet50: 4.09 GMACs at 224 px); norms, activations, pooling and
+additions are ignored. ``count_macs`` uses PyTorch's own FLOP formulas
+(``torch.utils.flop_counter``, those of ``FlopCounterMode``) at the dispatcher, so it works
+on the ``meta`` device, where a model has shapes but no memory; ``profile_model`` gives the
+same total split per layer.
 """
 
 from __future__ import annotations
@@ -75,8 +79,58 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
-    """Total multiply-accumulates of one forward pass for a single image."""
-    return sum(s.macs for s in profile_model(model, input_size))
+    """Total multiply-accumulates of one forward pass for a single image.
+
+    Runs the model once (eval mode, no grad) on zeros of shape (1, *input_size) on the
+    model's device; on the ``meta`` device this propagates shapes only and costs no
+    arithmetic. Equal to ``FlopCounterMode``'s total / 2 and to the sum of
+    ``profile_model``'s per-layer counts (tests/test_models_counts.py).
+
+    Args:
+        model: any module.
+        input_size: (C, H, W).
+    Returns:
+        The MAC count (one multiply-add = one MAC = two FLOPs).
+    """
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else "cpu"
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+    counter = _flop_counter()
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros((1, *input_size), device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+    return counter.flops // 2
+
+
+def _flop_counter():
+    """A dispatcher mode adding up ``torch.utils.flop_counter``'s FLOPs for every op run.
+
+    ``FlopCounterMode`` itself decomposes each op it has no formula for (BatchNorm, ReLU...)
+    to look for matrix products inside; a ResNet has none there, and on the meta device
+    those decompositions cost more than the whole count.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class FlopCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.flops += formula(*args, **kwargs, out_val=out)
+            return out
+
+    return FlopCounter()
+
 
 
 def mixed_layout_ops(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None) -> list[str]:

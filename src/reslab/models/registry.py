@@ -1,172 +1,110 @@
-"""The model table: every architecture is one row of data, built by ``create_model``."""
+"""``create_model`` and ``list_models``: the model table (``table.py``) turned into networks,
+with their default weights (``catalog.py``) on request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
 from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
+from .catalog import default_weights, parse_source
+from .fetch import resolve_named
+from .normalisation import stats_for_channels
+from .pretrained import load_pretrained, weights_info
 from .resnet import ResNet
+from .table import ModelSpec, get_spec, model_names
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["create_model", "get_spec", "list_models"]
+logger = logging.getLogger("reslab.models")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registered architecture.
+def list_models(
+    pattern: str | None = None, family: str | None = None, pretrained: bool = False
+) -> list[str]:
+    """Names of registered architectures.
 
-    Attributes:
-        arch: keyword arguments for ``ResNet``.
-        family: ``imagenet`` (224 px, torchvision-compatible names) or ``cifar`` (32 px).
-        input_size: default (C, H, W) the model is designed for.
-        paper: where it comes from.
+    Args:
+        pattern: a glob such as ``"resnet5*"``.
+        family: ``imagenet`` or ``cifar``.
+        pretrained: only names with default weights (what ``create_model(name,
+            pretrained=True)`` loads), as ``timm.list_models(pretrained=True)``.
+    Returns:
+        The names in table order.
     """
-
-    arch: dict[str, Any]
-    family: str
-    paper: str
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    num_classes: int = 1000
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    extra: dict[str, Any] = field(default_factory=dict)
+    names = model_names(pattern, family)
+    return [n for n in names if default_weights(n)] if pretrained else names
 
 
-_MODELS: dict[str, ModelSpec] = {}
-
-_HE2015 = "He et al. 2015, Deep Residual Learning for Image Recognition"
-_HE2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks"
-_XIE2017 = "Xie et al. 2017, Aggregated Residual Transformations (ResNeXt)"
-_WRN = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
-_BOT = "He et al. 2019, Bag of Tricks for Image Classification (ResNet-D)"
-
-
-def register(name: str, spec: ModelSpec) -> None:
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = spec
-
-
-def _imagenet(name, block, layers, paper=_HE2015, **arch):
-    register(name, ModelSpec(dict(block=block, layers=layers, **arch), "imagenet", paper))
+def _default_cfg(name: str, spec: ModelSpec, in_chans: int) -> dict[str, Any]:
+    """The model's input and normalisation, with one mean/std value per input channel."""
+    mean, std = stats_for_channels(spec.mean, spec.std, in_chans)
+    return {
+        "architecture": name,
+        "family": spec.family,
+        "input_size": (in_chans,) + spec.input_size[1:],
+        "mean": mean,
+        "std": std,
+        "crop_pct": spec.crop_pct,
+        "paper": spec.paper,
+    }
 
 
-def _cifar(name, block, n, widths=(16, 32, 64), paper=_HE2015, **arch):
-    arch = dict(block=block, layers=(n, n, n), widths=widths, stem="cifar", **arch)
-    register(
-        name,
-        ModelSpec(arch, "cifar", paper, input_size=(3, 32, 32), num_classes=10, crop_pct=1.0),
-    )
-
-
-# ---- ImageNet family (torchvision parameter names) ------------------------------------
-_imagenet("resnet18", "basic", (2, 2, 2, 2))
-_imagenet("resnet34", "basic", (3, 4, 6, 3))
-_imagenet("resnet50", "bottleneck", (3, 4, 6, 3))
-_imagenet("resnet101", "bottleneck", (3, 4, 23, 3))
-_imagenet("resnet152", "bottleneck", (3, 8, 36, 3))
-_imagenet("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), _WRN, width_per_group=128)
-_imagenet("wide_resnet101_2", "bottleneck", (3, 4, 23, 3), _WRN, width_per_group=128)
-_imagenet("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), _XIE2017, groups=32, width_per_group=4)
-_imagenet("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), _XIE2017, groups=32, width_per_group=8)
-# ResNet-D: deep stem + average-pool shortcut (timm's layout).
-_imagenet("resnet18d", "basic", (2, 2, 2, 2), _BOT, stem="deep", shortcut="D")
-_imagenet("resnet34d", "basic", (3, 4, 6, 3), _BOT, stem="deep", shortcut="D")
-_imagenet("resnet50d", "bottleneck", (3, 4, 6, 3), _BOT, stem="deep", shortcut="D")
-_imagenet("resnet101d", "bottleneck", (3, 4, 23, 3), _BOT, stem="deep", shortcut="D")
-_imagenet("preact_resnet18", "preact_basic", (2, 2, 2, 2), _HE2016)
-_imagenet("preact_resnet50", "preact_bottleneck", (3, 4, 6, 3), _HE2016)
-
-# ---- CIFAR family, He et al. 2015 section 4.2: 6n+2 layers, option A shortcuts ---------
-for _n in (3, 5, 7, 9, 18, 200):
-    _depth = 6 * _n + 2
-    _cifar(f"resnet{_depth}", "basic", _n, shortcut="A")
-    if _depth <= 110:
-        _cifar(f"resnet{_depth}_b", "basic", _n, shortcut="B")
-        _cifar(f"plain{_depth}", "basic", _n, residual=False)
-_cifar("preact_resnet20", "preact_basic", 3, paper=_HE2016)
-_cifar("preact_resnet56", "preact_basic", 9, paper=_HE2016)
-_cifar("preact_resnet110", "preact_basic", 18, paper=_HE2016)
-_cifar("preact_resnet164", "preact_bottleneck", 18, paper=_HE2016)
-
-# ---- Wide ResNets WRN-d-k (pre-activation basic blocks, widths 16k/32k/64k) -------------
-for _d, _k in ((16, 2), (16, 4), (16, 8), (28, 2), (28, 10), (40, 2), (40, 4)):
-    _cifar(
-        f"wrn{_d}_{_k}",
-        "preact_basic",
-        (_d - 4) // 6,
-        widths=(16 * _k, 32 * _k, 64 * _k),
-        paper=_WRN,
-        stem_out=16,
-    )
-
-
-def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
-    """Names of registered architectures, optionally filtered by a glob and family."""
-    import fnmatch
-
-    names = [
-        n
-        for n, s in _MODELS.items()
-        if (family is None or s.family == family)
-        and (pattern is None or fnmatch.fnmatch(n, pattern))
-    ]
-    return names
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The ``ModelSpec`` of ``name``; a clear error listing close names when unknown."""
-    if name not in _MODELS:
-        import difflib
-
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(
-            f"Unknown model {name!r}.{hint} Run `reslab models` to see all {len(_MODELS)}."
-        )
-    return _MODELS[name]
+def _resolve_pretrained(name: str, pretrained: str | bool | None) -> str | None:
+    """``True`` -> the name's default weights; a source passes through; falsy -> ``None``."""
+    if pretrained is True:
+        source = default_weights(name)
+        if source is None:
+            raise ConfigError(
+                f"create_model({name!r}, pretrained=True): {name!r} has no default weights. "
+                f"Names with default weights: {', '.join(list_models(pretrained=True))}. "
+                "Or pass a source: pretrained='path/to/weights.safetensors' or a run folder."
+            )
+        return source
+    return pretrained or None
 
 
 def create_model(
     name: str,
     num_classes: int | None = None,
-    in_chans: int = 3,
-    pretrained: str | None = None,
+    in_chans: int | None = None,
+    pretrained: str | bool | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Builds a registered ResNet.
 
     Args:
         name: a name from ``list_models()``, e.g. ``"resnet50"`` or ``"resnet20"``.
-        num_classes: classifier size (default: the spec's, 1000 or 10).
-        in_chans: input channels; 1 for grayscale.
-        pretrained: optional weights source for ``load_pretrained`` (a file, a run folder,
+        num_classes: classifier size (default: the weights' when ``pretrained``, else the
+            spec's, 1000 or 10).
+        in_chans: input channels; 1 for grayscale (default: the weights' when ``pretrained``,
+            else 3).
+        pretrained: ``True`` loads the name's default weights (``list_models(pretrained=True)``);
+            or a weights source for ``load_pretrained`` (a file, a run folder,
             ``torchvision:resnet50.IMAGENET1K_V2``, ``timm:...``, ``hf:...``, ``reslab:...``).
         **kwargs: any other ``ResNet`` argument (``zero_init_residual``, ``drop_path_rate``,
             ``norm_layer``, ``grad_checkpointing``...).
     Returns:
-        The model, with ``model.default_cfg`` describing its input and normalisation.
+        The model, with ``model.default_cfg`` describing its input and normalisation (the
+        loaded weights' mean and std, when they record them).
     """
     spec = get_spec(name)
+    source = _resolve_pretrained(name, pretrained)
+    if source is not None and parse_source(source) is not None:
+        # Find (or download) named weights before building: an offline error comes at once.
+        resolve_named(source, log=logger.info)
+    if source is not None and pretrained is True and (num_classes is None or in_chans is None):
+        # The default weights decide the shape a user did not ask for (timm does the same).
+        args = (weights_info(source) or {}).get("model_args") or {}
+        num_classes = args.get("num_classes", num_classes) if num_classes is None else num_classes
+        in_chans = args.get("in_chans", in_chans) if in_chans is None else in_chans
+    in_chans = 3 if in_chans is None else in_chans
     arch = {**spec.arch, **kwargs}
     n = spec.num_classes if num_classes is None else num_classes
     model = ResNet(num_classes=n, in_chans=in_chans, **arch)
-    model.default_cfg = {
-        "architecture": name,
-        "family": spec.family,
-        "input_size": (in_chans,) + spec.input_size[1:],
-        "mean": spec.mean,
-        "std": spec.std,
-        "crop_pct": spec.crop_pct,
-        "paper": spec.paper,
-    }
+    model.default_cfg = _default_cfg(name, spec, in_chans)
     model.model_args = {"name": name, "num_classes": n, "in_chans": in_chans, **kwargs}
-    if pretrained:
-        from .pretrained import load_pretrained
-
-        load_pretrained(model, pretrained)
+    if source is not None:
+        load_pretrained(model, source, log=logger.info)
     return model

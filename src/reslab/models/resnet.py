@@ -70,16 +70,7 @@ class ResNet(nn.Module):
         grad_checkpointing: bool = False,
     ):
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block={block!r} is not one of {sorted(BLOCKS)}.")
-        if stem not in STEMS:
-            raise ValueError(f"stem={stem!r} is not one of {STEMS}.")
-        if len(layers) != len(widths):
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} differ in length.")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, received {in_chans}.")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, received {num_classes}.")
+        _check_args(block, stem, layers, widths, in_chans, num_classes)
         block_cls = BLOCKS[block]
         norm = make_norm(norm_layer)
         self.preact = block.startswith("preact")
@@ -88,66 +79,25 @@ class ResNet(nn.Module):
         self.grad_checkpointing = grad_checkpointing
 
         # ---- stem: (B, in_chans, H, W) -> (B, C, H/4, W/4), or H/1 for the cifar stem
-        if stem == "cifar":
-            stem_channels = stem_out or widths[0]
-            self.conv1 = nn.Conv2d(in_chans, stem_channels, 3, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            stem_channels = stem_out or 64
-            if stem == "imagenet":
-                self.conv1 = nn.Conv2d(in_chans, stem_channels, 7, 2, 3, bias=False)
-            else:  # deep stem, keys conv1.0/.1/.3/.4/.6 as timm's resnet*d
-                self.conv1 = nn.Sequential(
-                    nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False),
-                    norm(stem_width),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False),
-                    norm(stem_width),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(stem_width, stem_channels, 3, 1, 1, bias=False),
-                )
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-        # A pre-activation net normalises inside each block; its stem is conv only.
-        self.bn1 = nn.Identity() if self.preact else norm(stem_channels)
-        self.relu = nn.Identity() if self.preact else nn.ReLU(inplace=True)
-
-        # ---- stages
-        total_blocks = sum(layers)
-        inplanes = stem_channels
-        block_idx = 0
+        stem_channels = self._build_stem(stem, in_chans, stem_width, stem_out or
+                                         (widths[0] if stem == "cifar" else 64), norm)
+        # ---- stages: stage i > 0 halves H and W
         self.stage_names: list[str] = []
+        total_blocks = sum(layers)
+        inplanes, first_idx = stem_channels, 0
         for i, (n, planes) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(n):
-                s = stride if j == 0 else 1
-                out = planes * block_cls.expansion
-                downsample = (
-                    make_shortcut(shortcut, inplanes, out, s, norm, preact=self.preact)
-                    if residual
-                    else None
-                )
-                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(
-                    block_cls(
-                        inplanes,
-                        planes,
-                        s,
-                        downsample,
-                        groups=groups,
-                        base_width=width_per_group,
-                        norm=norm,
-                        drop_path=dpr,
-                        residual=residual,
-                        drop_rate=block_drop_rate,
-                    )
-                )
-                inplanes = out
-                block_idx += 1
-            name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*blocks))
-            self.stage_names.append(name)
+            # Stochastic depth grows linearly with the block's index over the whole net.
+            rates = [drop_path_rate * (first_idx + j) / max(total_blocks - 1, 1) for j in range(n)]
+            stage, inplanes = _build_stage(
+                block_cls, inplanes, planes, n, 1 if i == 0 else 2, rates,
+                shortcut=shortcut if residual else None, norm=norm, preact=self.preact,
+                groups=groups, width_per_group=width_per_group, block_drop_rate=block_drop_rate,
+            )  # fmt: skip
+            first_idx += n
+            self.add_module(f"layer{i + 1}", stage)
+            self.stage_names.append(f"layer{i + 1}")
 
+        # ---- head: (B, num_features, h, w) -> (B, num_classes)
         self.num_features = inplanes
         # Pre-activation nets end with BN + ReLU before pooling (He et al. 2016).
         self.final_norm = (
@@ -158,6 +108,30 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         self.num_classes = num_classes
         self._init_weights(zero_init_residual)
+
+    def _build_stem(self, stem: str, in_chans: int, stem_width: int, channels: int, norm) -> int:
+        """Sets ``conv1``, ``maxpool``, ``bn1`` and ``relu``; returns the stem's output channels."""
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_chans, channels, 3, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            if stem == "imagenet":
+                self.conv1 = nn.Conv2d(in_chans, channels, 7, 2, 3, bias=False)
+            else:  # deep stem, keys conv1.0/.1/.3/.4/.6 as timm's resnet*d
+                self.conv1 = nn.Sequential(
+                    nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False),
+                    norm(stem_width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False),
+                    norm(stem_width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(stem_width, channels, 3, 1, 1, bias=False),
+                )
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        # A pre-activation net normalises inside each block; its stem is conv only.
+        self.bn1 = nn.Identity() if self.preact else norm(channels)
+        self.relu = nn.Identity() if self.preact else nn.ReLU(inplace=True)
+        return channels
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
@@ -255,6 +229,53 @@ class ResNet(nn.Module):
         """Maps every parameter name to its group name."""
         ids = {id(p): g for g, ps in self.param_groups().items() for p in ps}
         return {n: ids[id(p)] for n, p in self.named_parameters()}
+
+
+def _check_args(block, stem, layers, widths, in_chans, num_classes) -> None:
+    """Refuses a table row ``ResNet`` cannot build, naming the value received."""
+    if block not in BLOCKS:
+        raise ValueError(f"block={block!r} is not one of {sorted(BLOCKS)}.")
+    if stem not in STEMS:
+        raise ValueError(f"stem={stem!r} is not one of {STEMS}.")
+    if len(layers) != len(widths):
+        raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} differ in length.")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, received {in_chans}.")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, received {num_classes}.")
+
+
+def _build_stage(block_cls, inplanes: int, planes: int, n: int, stride: int,
+                 drop_path_rates: Sequence[float], *, shortcut: str | None, norm, preact: bool,
+                 groups: int, width_per_group: int, block_drop_rate: float,
+                 ) -> tuple[nn.Sequential, int]:
+    """``n`` blocks, the first with ``stride`` (and a shortcut projection where the shape
+    changes); ``shortcut=None`` builds the "plain" net. Returns ``(stage, output channels)``."""
+    blocks = []
+    for j in range(n):
+        s = stride if j == 0 else 1
+        out = planes * block_cls.expansion
+        downsample = (
+            make_shortcut(shortcut, inplanes, out, s, norm, preact=preact)
+            if shortcut is not None
+            else None
+        )
+        blocks.append(
+            block_cls(
+                inplanes,
+                planes,
+                s,
+                downsample,
+                groups=groups,
+                base_width=width_per_group,
+                norm=norm,
+                drop_path=drop_path_rates[j],
+                residual=shortcut is not None,
+                drop_rate=block_drop_rate,
+            )
+        )
+        inplanes = out
+    return nn.Sequential(*blocks), inplanes
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

@@ -1,19 +1,18 @@
-"""Named weights: ``torchvision:``, ``timm:``, ``hf:`` and ``reslab:`` sources, their
-metadata, and where each lives on disk.
+"""The weights catalog: what each named weight is (``torchvision:``, ``timm:``, ``hf:``,
+``reslab:``), where it is published, and which weights are each architecture's default.
 
 Every named weight is a typed record (``WeightMeta``) holding its download location and
 the eval transforms it was trained with, like torchvision's ``Weights`` enums, so fine-tuning
 and prediction can read ``resize``/``crop``/``mean``/``std`` from the weights themselves.
+Fetching the files is ``reslab.models.fetch``'s job; reading them, ``reslab.models.pretrained``'s.
 
-Files are fetched through the owning library's cache and never copied elsewhere:
-
-- ``torchvision:NAME.TAG`` -> ``$TORCH_HOME/hub/checkpoints/<file of the URL>`` (torch.hub),
-- ``timm:NAME.TAG``        -> the Hugging Face cache (``timm/NAME.TAG``), else torch.hub's,
-- ``hf:ORG/REPO``          -> the Hugging Face cache (``config.json`` + weights),
-- ``reslab:NAME``          -> ``NAME.safetensors`` + ``NAME.json`` in the weights folder
+- ``torchvision:NAME.TAG`` -> a URL under download.pytorch.org (torch.hub's cache),
+- ``timm:NAME.TAG``        -> a Hugging Face repository (``timm/NAME.TAG``) or a release URL,
+- ``hf:ORG/REPO``          -> a Hugging Face repository (``config.json`` + weights),
+- ``reslab:NAME``          -> ``NAME.safetensors`` + its card ``NAME.json`` in the weights folder
   (``reslab/weights`` inside the package; ``RESLAB_WEIGHTS_DIR`` overrides it).
 
-Nothing here imports timm, transformers or huggingface_hub unless a call needs them.
+Nothing here imports timm unless a timm name outside the table below needs it.
 """
 
 from __future__ import annotations
@@ -23,16 +22,14 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import WeightsError
-from ..files import hash_file
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD, stats_for_channels
+from .table import model_names
 
 SCHEMES = ("torchvision", "timm", "hf", "reslab")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -69,17 +66,24 @@ class WeightMeta:
     params: int | None = None
 
     def preprocess(self, in_chans: int = 3) -> dict[str, Any]:
-        """The eval transform in reslab's ``preprocess`` format (see ``reslab.data``)."""
+        """The eval transform in reslab's ``preprocess`` format (see ``reslab.data``).
+
+        Args:
+            in_chans: the model's input channels; mean and std get one value per channel
+                (a grayscale model gets the average of the RGB statistics).
+        """
+        mean, std = stats_for_channels(self.mean, self.std, in_chans)
         return {
             "input_size": [in_chans, self.crop, self.crop],
             "resize": self.resize,
             "crop": self.crop,
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": list(mean),
+            "std": list(std),
             "interpolation": self.interpolation,
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-able values, with its 3-channel ``preprocess``."""
         d = asdict(self)
         d["files"] = list(self.files)
         d["mean"], d["std"] = list(self.mean), list(self.std)
@@ -203,11 +207,11 @@ def parse_source(source: str) -> tuple[str, str] | None:
         return None
     if not name:
         raise WeightsError(f"{source!r} names no weights after {scheme + ':'!r}; e.g. "
-                           f"{_EXAMPLES[scheme]!r}.")
+                           f"{EXAMPLES[scheme]!r}.")
     return scheme, name
 
 
-_EXAMPLES = {
+EXAMPLES = {
     "torchvision": "torchvision:resnet50.IMAGENET1K_V2",
     "timm": "timm:resnet50.a1_in1k",
     "hf": "hf:microsoft/resnet-50",
@@ -219,6 +223,27 @@ def list_named_weights(scheme: str | None = None) -> list[str]:
     """Names of the named weights reslab knows without any optional library installed."""
     names = [m.source for table in (_TORCHVISION, _TIMM, _HF) for m in table.values()]
     return [n for n in names if scheme is None or n.startswith(scheme + ":")]
+
+
+def default_weights(architecture: str) -> str | None:
+    """The named weights ``create_model(architecture, pretrained=True)`` loads, or ``None``.
+
+    torchvision's DEFAULT (its most accurate weights) first, then timm's default tag (for the
+    ResNet-D family, which torchvision lacks), then reslab's own shipped weights
+    (e.g. ``reslab:resnet20_fashion_mnist`` for ``resnet20``). Known without any optional
+    library or network.
+    """
+    if architecture in _TV_DEFAULT:
+        return _TV_DEFAULT[architecture].source
+    if architecture in _TIMM_DEFAULT:
+        return _TIMM_DEFAULT[architecture].source
+    for name in list_reslab_weights():
+        try:
+            if read_card(name).get("architecture") == architecture:
+                return f"reslab:{name}"
+        except WeightsError:  # a broken card in RESLAB_WEIGHTS_DIR is not a default
+            continue
+    return None
 
 
 def weight_meta(source: str) -> WeightMeta | None:
@@ -251,8 +276,6 @@ def _torchvision_meta(name: str) -> WeightMeta:
 
 
 def _timm_meta(name: str) -> WeightMeta:
-    from .registry import list_models
-
     try:
         from timm.models import get_pretrained_cfg
     except ImportError:
@@ -275,11 +298,11 @@ def _timm_meta(name: str) -> WeightMeta:
     if cfg is None:
         raise WeightsError(f"timm knows no pretrained weights named {name!r}.")
     arch = cfg.architecture
-    if arch not in list_models(family="imagenet"):
+    if arch not in model_names(family="imagenet"):
         raise WeightsError(
             f"timm:{name} is a {arch!r}, which reslab does not implement (squeeze-excitation, "
             "anti-aliasing and other timm-only ResNet variants have extra layers). reslab "
-            f"loads timm weights for: {', '.join(list_models(family='imagenet'))}."
+            f"loads timm weights for: {', '.join(model_names(family='imagenet'))}."
         )
     img = int(cfg.input_size[-1])
     return WeightMeta(
@@ -304,221 +327,6 @@ def _hf_meta(repo: str) -> WeightMeta:
     # An unknown repository may still hold a transformers ResNet: its config.json decides.
     return WeightMeta(source=f"hf:{repo}", architecture=None, layout="hf", hf_repo=repo,
                       files=HF_WEIGHT_FILES)
-
-
-# ---- caches ------------------------------------------------------------------------------
-def torch_hub_checkpoint_path(url: str) -> Path:
-    """Where torch.hub keeps the file of ``url``: ``$TORCH_HOME/hub/checkpoints/<name>``."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (like huggingface_hub)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.path.expandvars(os.path.expanduser(os.environ[var])))
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "huggingface",
-    )
-    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
-
-
-def hf_cached_file(repo: str, filename: str, revision: str = "main") -> Path | None:
-    """The cached ``filename`` of ``repo`` in the Hugging Face cache, or ``None``.
-
-    The cache layout is ``models--ORG--NAME/refs/<revision>`` (a commit hash) and
-    ``models--ORG--NAME/snapshots/<hash>/<filename>``; this is the lookup of
-    ``huggingface_hub.try_to_load_from_cache``, done without importing it.
-    """
-    root = hf_cache_dir() / ("models--" + repo.replace("/", "--"))
-    ref = root / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
-    path = root / "snapshots" / commit / filename
-    return path if path.is_file() else None
-
-
-def offline() -> bool:
-    """True when the environment forbids downloads (``RESLAB_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
-    return any(os.environ.get(v, "").lower() in _TRUE for v in ("RESLAB_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-@dataclass
-class Resolved:
-    """A named source turned into a local file."""
-
-    path: Path
-    meta: WeightMeta | None = None
-    card: dict[str, Any] | None = None
-    hf_config: dict[str, Any] | None = None
-    hf_preprocessor: dict[str, Any] | None = None
-
-
-def resolve_named(
-    source: str,
-    *,
-    download: bool | None = None,
-    weights_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] | None = print,
-) -> Resolved:
-    """Finds (or, when online, downloads into the owner's cache) the file of a named source.
-
-    Args:
-        source: ``torchvision:...``, ``timm:...``, ``hf:...`` or ``reslab:...``.
-        download: ``False`` never downloads; ``None`` downloads unless ``RESLAB_OFFLINE=1``
-            or ``HF_HUB_OFFLINE=1``.
-        weights_dir: folder of ``reslab:`` weights (default: ``RESLAB_WEIGHTS_DIR``, else
-            the package's).
-        log: where progress messages go (``None``: silent).
-    Returns:
-        A ``Resolved`` with the local path and what is known about the weights.
-    Raises:
-        WeightsError: unknown name, or missing and not downloadable, saying how to get it.
-    """
-    scheme, name = parse_source(source) or (None, None)
-    if scheme is None:
-        raise WeightsError(
-            f"{source!r} is not a named source; expected one like {list(_EXAMPLES.values())}."
-        )
-    if scheme == "reslab":
-        path, card = resolve_reslab(name, weights_dir)
-        return Resolved(path, card=card)
-    may_download = (download is None and not offline()) or download is True
-    meta = weight_meta(source)
-    if scheme == "torchvision":
-        return Resolved(_torch_hub_file(meta, may_download, log), meta)
-    if scheme == "timm":
-        if meta.hf_repo:
-            path = _hf_file(meta, may_download, log, fallback_url=meta.url)
-        else:
-            path = _torch_hub_file(meta, may_download, log)
-        return Resolved(path, meta)
-    path = _hf_file(meta, may_download, log)
-    config = _hf_json(meta.hf_repo, "config.json", may_download)
-    pre = _hf_json(meta.hf_repo, "preprocessor_config.json", may_download)
-    return Resolved(path, meta, hf_config=config, hf_preprocessor=pre)
-
-
-def _torch_hub_file(meta: WeightMeta, may_download: bool, log) -> Path:
-    dst = torch_hub_checkpoint_path(meta.url)
-    if dst.is_file():
-        return dst
-    how = (
-        f"On a machine with internet, run\n"
-        f"  curl -L -o {dst.name} {meta.url}\n"
-        f"and copy the file to {dst} (torch.hub's cache; set TORCH_HOME to move it)."
-    )
-    if not may_download:
-        raise WeightsError(f"{meta.source} is not in the local cache: {dst} does not exist, and "
-                           f"downloads are off (offline).\n{how}")
-    import torch.hub
-
-    m = torch.hub.HASH_REGEX.search(dst.name)
-    if log:
-        log(f"downloading {meta.url} to {dst}")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        prefix = m.group(1) if m else None  # torchvision names files NAME-<sha256 prefix>.pth
-        torch.hub.download_url_to_file(meta.url, str(dst), prefix, progress=False)
-    except Exception as e:  # no network, proxy, disk full, hash mismatch: all need the same advice
-        raise WeightsError(
-            f"{meta.source}: could not download {meta.url} ({type(e).__name__}: {e}). "
-            f"Expected file: {dst}.\n{how}"
-        ) from e
-    return dst
-
-
-def _hf_file(meta: WeightMeta, may_download: bool, log, fallback_url: str | None = None) -> Path:
-    for fname in meta.files:
-        hit = hf_cached_file(meta.hf_repo, fname)
-        if hit is not None:
-            return hit
-    if fallback_url and torch_hub_checkpoint_path(fallback_url).is_file():
-        return torch_hub_checkpoint_path(fallback_url)
-    repo_dir = hf_cache_dir() / ("models--" + meta.hf_repo.replace("/", "--"))
-    files = f"{meta.files[0]} config.json" if meta.layout == "hf" else meta.files[0]
-    local = meta.hf_repo.split("/")[-1]
-    how = (
-        "On a machine with internet, run\n"
-        f"  hf download {meta.hf_repo} {files} --local-dir {local}\n"
-        f"then pass that folder (or the file in it) as the source, or copy that machine's "
-        f"{repo_dir.name} folder (in ~/.cache/huggingface/hub) into {hf_cache_dir()} "
-        "(set HF_HUB_CACHE to use another cache)."
-    )
-    if fallback_url:
-        how += (f"\nOr download {fallback_url} and place it at "
-                f"{torch_hub_checkpoint_path(fallback_url)}.")
-    if not may_download:
-        raise WeightsError(
-            f"{meta.source} is not in the local cache (looked for {', '.join(meta.files)} "
-            f"under {repo_dir}) and downloads are off (offline).\n{how}"
-        )
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:
-        raise WeightsError(f"{meta.source} needs huggingface_hub to download: pip install "
-                           f"'reslab[interop]'.\n{how}") from e
-    why = _unreachable(_hf_endpoint())
-    if why:
-        raise WeightsError(f"{meta.source} is not in the local cache and {why}.\n{how}")
-    errors = []
-    for fname in meta.files:
-        try:
-            if log:
-                log(f"downloading {meta.hf_repo}/{fname} into {hf_cache_dir()}")
-            return Path(hf_hub_download(meta.hf_repo, fname, cache_dir=hf_cache_dir()))
-        except Exception as e:
-            first_line = str(e).splitlines()[0] if str(e) else ""
-            errors.append(f"{fname}: {type(e).__name__}: {first_line}")
-            if not _missing_in_repo(e):  # a network or permission problem: other names fail too
-                break
-    raise WeightsError(f"{meta.source}: could not download ({'; '.join(errors)}).\n{how}")
-
-
-def _hf_endpoint() -> str:
-    """The Hub's address; mirrors (e.g. HF_ENDPOINT=https://hf-mirror.com) replace it."""
-    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-
-
-def _missing_in_repo(error: Exception) -> bool:
-    """True when huggingface_hub says the repository has no such file (so try the next name)."""
-    names = {c.__name__ for c in type(error).__mro__}
-    return "EntryNotFoundError" in names and "LocalEntryNotFoundError" not in names
-
-
-def _unreachable(url: str, timeout: float = 3.0) -> str | None:
-    """Why ``url``'s host cannot be reached, or ``None``.
-
-    huggingface_hub retries a failed connection for about 20 s per file; offline, one quick
-    connection attempt says the same at once. Skipped behind a proxy, where only the proxy
-    can connect.
-    """
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"{parts.hostname} cannot be reached ({e.strerror or e})"
-
-
-def _hf_json(repo: str, filename: str, may_download: bool) -> dict[str, Any] | None:
-    path = hf_cached_file(repo, filename)
-    if path is None and may_download and not _unreachable(_hf_endpoint()):
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(repo, filename, cache_dir=hf_cache_dir()))
-        except Exception:  # optional file: its absence is reported by the caller
-            path = None
-    return json.loads(path.read_text()) if path is not None else None
 
 
 # ---- reslab's own weights ------------------------------------------------------------------
@@ -558,28 +366,3 @@ def read_card(name: str, weights_dir: str | os.PathLike | None = None) -> dict[s
         raise WeightsError(f"{card_path} lacks {missing}; a card needs at least 'architecture' "
                            "and the 'sha256' of the .safetensors file (sha256sum FILE).")
     return card
-
-
-def resolve_reslab(
-    name: str, weights_dir: str | os.PathLike | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """The verified ``NAME.safetensors`` of ``reslab:NAME`` and its card.
-
-    Raises:
-        WeightsError: missing file, or a SHA-256 that differs from the card's.
-    """
-    card = read_card(name, weights_dir)
-    folder = Path(weights_dir) if weights_dir else default_weights_dir()
-    path = folder / f"{name}.safetensors"
-    if not path.is_file():
-        raise WeightsError(f"reslab:{name}: the card exists but {path} does not; reinstall reslab "
-                           "or restore the file.")
-    digest = hash_file(path)
-    if digest != card["sha256"].lower():
-        raise WeightsError(
-            f"reslab:{name}: {path} has SHA-256 {digest}, but its card says {card['sha256']}: "
-            "the file is corrupted or was replaced. Reinstall reslab."
-        )
-    return path, card
-
-
