@@ -109,6 +109,25 @@ def test_gradual_resume_is_exact(task, source, tmp_path):
     assert _state(cut)["callbacks"]["0:Unfreezer"]["history"] == _state(ref)["callbacks"]["0:Unfreezer"]["history"]
 
 
+def _snapshot(folder):
+    """Every file under ``folder`` (hidden ones too) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("strategy", ["linear", "gradual"])  # the cached head, and fit
+def test_a_refused_resume_leaves_the_run_folder_byte_identical(task, source, tmp_path, strategy):
+    """Issue 17: the settings are checked before the first write; a refused finetune resume
+    used to append to log.txt first (and the cached head redid the run with the new ones)."""
+    out = tmp_path / strategy
+    assert main(["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
+                 "--strategy", strategy, "--epochs", "1", *FAST]) == 0  # fmt: skip
+    before = _snapshot(out)
+    assert "log.txt" in before and ".reslab-run" in before
+    with pytest.raises(ConfigError, match=r"(?s)cannot resume .*data.batch_size: stored 8, requested 16"):
+        main_raise(["finetune", "--resume", str(out), "--batch-size", "16"])
+    assert _snapshot(out) == before
+
+
 def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path, capsys):
     out = tmp_path / "linear"
     assert main(["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
