@@ -141,6 +141,14 @@ def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path,
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 31)) and rows[-1]["lr"] == pytest.approx(0.0)
     assert rows[-1]["step"] == 30 * rows[0]["step"]
+    # the engine's epoch line, summary line and summary.json keys, as a `reslab train` run has
+    from reslab.engine.artifacts import epoch_line
+
+    logged = (out / "log.txt").read_text().splitlines()
+    assert all(any(line.startswith(epoch_line(r, 30, False)) for line in logged) for r in rows)
+    assert any(line.startswith("done: best val acc ") and "img/s; run folder" in line for line in logged)
+    trained = json.loads((source / "summary.json").read_text())
+    assert set(summary) == set(trained) | {"cached_features", "feature_seconds", "head_seconds"}
     src = _state(source, "best.pt")["model"]
     best = _state(out, "best.pt")
     for k, v in best["model"].items():
@@ -159,6 +167,21 @@ def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path,
             total += len(y)
     assert summary["test_acc"] == pytest.approx(correct / total)
     assert summary["test_acc"] > 0.5  # 5 classes: well above chance (0.2) from a linear probe
+
+
+def test_the_cached_head_takes_the_run_folders_lock(task, source, tmp_path):
+    """Two writers into one folder: the cached linear head is refused like `fit` is."""
+    from reslab.run_folder import RunFolder
+
+    out = tmp_path / "locked"
+    args = ["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
+            "--strategy", "linear", "--epochs", "2", *FAST]  # fmt: skip
+    assert main(args) == 0
+    last = (out / "checkpoints" / "last.pt").read_bytes()
+    with RunFolder(out).lock():  # another writer holds the folder
+        with pytest.raises(ConfigError, match=f"being written by another reslab process \\(pid {os.getpid()}\\)"):
+            main_raise(["finetune", "--resume", str(out)])
+    assert (out / "checkpoints" / "last.pt").read_bytes() == last
 
 
 def test_discriminative_lrs_per_group_follow_the_decay(task, source, tmp_path):

@@ -24,12 +24,12 @@ STRATEGIES = ("linear", "full", "gradual", "discriminative")
 
 
 def batch_size_for(n_train: int, cap: int = 64) -> int:
-    """A batch that gives at least 4 steps per epoch on tiny sets (the same for every arm).
+    """The batch of every arm of one training-set size: fine-tuning's rule
+    (``reslab.finetune.plan.batch_for_data``: at least 4 steps per epoch on tiny sets) with
+    ``cap`` as the default, so scratch and pretrained arms take the same steps."""
+    from ..finetune.plan import batch_for_data
 
-    The largest power of two <= n_train / 4, between 8 and ``cap``.
-    """
-    quarter = max(n_train // 4, 1)
-    return max(8, min(cap, 1 << (quarter.bit_length() - 1)))
+    return batch_for_data(n_train, cap)
 
 
 def epochs_for(n_train: int, batch: int, steps: int = 300, lo: int = 4, hi: int = 60) -> int:

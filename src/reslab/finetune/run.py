@@ -296,9 +296,8 @@ def finetune(
     model, report = _model_for_plan(cfg, plan, arch, bundle, info, None if resume else ft.pretrained, say)
     record = _record(cfg, plan, arch, model, report, out, resume)
     if plan.cache_features:
-        if dist.is_main:
-            write_json(out / FINETUNE_RECORD, record)
-        result = fit_linear_cached(run_cfg, model, bundle, log=say.run_log, resume=resume)
+        result = fit_linear_cached(run_cfg, model, bundle, log=say.run_log, resume=resume,
+                                   extra_json={FINETUNE_RECORD: record})  # fmt: skip
     else:
         groups = build_param_groups(model, plan.strategy, plan.lr_decay)
         cbs = [Unfreezer(plan.strategy, ft.unfreeze_every), _RecordFinetune(record), *callbacks]
