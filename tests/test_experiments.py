@@ -32,6 +32,40 @@ def digits_batch():
     return x, y, bundle
 
 
+# ---------------------------------------------------------------- test accuracy
+def _accuracy_by_hand(model, batches, tta_flip):
+    """The experiments' former evaluator, written out: the oracle for ``accuracy_on``."""
+    correct = correct_plain = total = 0
+    loss_sum = 0.0
+    with torch.no_grad():
+        for x, y in batches:
+            plain = model(x).float()
+            logits = (plain.softmax(1) + model(x.flip(3)).float().softmax(1)).log() if tta_flip else plain
+            correct_plain += int((plain.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            total += len(y)
+    return correct / total, correct_plain / total, loss_sum / total, total
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_accuracy_on_is_the_engines_evaluate_with_the_same_numbers(digits_batch, tta_flip):
+    from reslab.engine.step import evaluate
+    from reslab.experiments.evaluation import accuracy_on
+
+    x, y, _ = digits_batch
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_chans=1)
+    model.train()
+    batches = [(x[i : i + 24], y[i : i + 24]) for i in range(0, len(y), 24)]  # 24, 24, 16
+    got = accuracy_on(model, batches, tta_flip=tta_flip)
+    assert model.training  # evaluated in eval mode, its mode restored
+    acc, acc_plain, loss, n = _accuracy_by_hand(model.eval(), batches, tta_flip)
+    assert (got["acc"], got["acc_plain"], got["n"]) == (acc, acc_plain, n) and n == 64
+    assert got["loss"] == pytest.approx(loss, rel=1e-6)
+    assert evaluate(model, batches, tta_flip=tta_flip)["acc"] == got["acc"]
+
+
 # ---------------------------------------------------------------- gradient norms
 def test_main_path_convs_pair_plain_with_residual():
     # resnet20_b has 1x1 projection shortcuts; they are left out so the lists line up.

@@ -109,6 +109,25 @@ def test_gradual_resume_is_exact(task, source, tmp_path):
     assert _state(cut)["callbacks"]["0:Unfreezer"]["history"] == _state(ref)["callbacks"]["0:Unfreezer"]["history"]
 
 
+def _snapshot(folder):
+    """Every file under ``folder`` (hidden ones too) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("strategy", ["linear", "gradual"])  # the cached head, and fit
+def test_a_refused_resume_leaves_the_run_folder_byte_identical(task, source, tmp_path, strategy):
+    """Issue 17: the settings are checked before the first write; a refused finetune resume
+    used to append to log.txt first (and the cached head redid the run with the new ones)."""
+    out = tmp_path / strategy
+    assert main(["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
+                 "--strategy", strategy, "--epochs", "1", *FAST]) == 0  # fmt: skip
+    before = _snapshot(out)
+    assert "log.txt" in before and ".reslab-run" in before
+    with pytest.raises(ConfigError, match=r"(?s)cannot resume .*data.batch_size: stored 8, requested 16"):
+        main_raise(["finetune", "--resume", str(out), "--batch-size", "16"])
+    assert _snapshot(out) == before
+
+
 def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path, capsys):
     out = tmp_path / "linear"
     assert main(["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
@@ -122,6 +141,14 @@ def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path,
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 31)) and rows[-1]["lr"] == pytest.approx(0.0)
     assert rows[-1]["step"] == 30 * rows[0]["step"]
+    # the engine's epoch line, summary line and summary.json keys, as a `reslab train` run has
+    from reslab.engine.artifacts import epoch_line
+
+    logged = (out / "log.txt").read_text().splitlines()
+    assert all(any(line.startswith(epoch_line(r, 30, False)) for line in logged) for r in rows)
+    assert any(line.startswith("done: best val acc ") and "img/s; run folder" in line for line in logged)
+    trained = json.loads((source / "summary.json").read_text())
+    assert set(summary) == set(trained) | {"cached_features", "feature_seconds", "head_seconds"}
     src = _state(source, "best.pt")["model"]
     best = _state(out, "best.pt")
     for k, v in best["model"].items():
@@ -140,6 +167,21 @@ def test_linear_with_cached_features_writes_a_normal_run(task, source, tmp_path,
             total += len(y)
     assert summary["test_acc"] == pytest.approx(correct / total)
     assert summary["test_acc"] > 0.5  # 5 classes: well above chance (0.2) from a linear probe
+
+
+def test_the_cached_head_takes_the_run_folders_lock(task, source, tmp_path):
+    """Two writers into one folder: the cached linear head is refused like `fit` is."""
+    from reslab.run_folder import RunFolder
+
+    out = tmp_path / "locked"
+    args = ["finetune", "--data", str(task), "--pretrained", str(source), "--out", str(out),
+            "--strategy", "linear", "--epochs", "2", *FAST]  # fmt: skip
+    assert main(args) == 0
+    last = (out / "checkpoints" / "last.pt").read_bytes()
+    with RunFolder(out).lock():  # another writer holds the folder
+        with pytest.raises(ConfigError, match=f"being written by another reslab process \\(pid {os.getpid()}\\)"):
+            main_raise(["finetune", "--resume", str(out)])
+    assert (out / "checkpoints" / "last.pt").read_bytes() == last
 
 
 def test_discriminative_lrs_per_group_follow_the_decay(task, source, tmp_path):

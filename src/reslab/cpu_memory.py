@@ -7,11 +7,16 @@ free top grows past 128 KB. A CNN's activations are exactly such blocks (resnet5
 megabytes again, and the kernel time can exceed the compute (``RESLAB_CPU_MEMORY=default
 reslab bench`` against ``reslab bench``: figures in docs/benchmarks.md).
 
-``configure()`` (run when ``reslab`` is imported) makes glibc keep freed memory for reuse:
-no mmap for large blocks (``M_MMAP_MAX`` = 0) and no trimming (``M_TRIM_THRESHOLD`` =
-2 GiB). Like PyTorch's CUDA caching allocator, the process then keeps its peak memory
-instead of returning it between batches. It applies to every model in the process,
-reslab's or not, from the call on. (Transparent huge pages, PyTorch's
+``configure()`` makes glibc keep freed memory for reuse: no mmap for large blocks
+(``M_MMAP_MAX`` = 0) and no trimming (``M_TRIM_THRESHOLD`` = 2 GiB). Like PyTorch's CUDA
+caching allocator, the process then keeps its peak memory instead of returning it between
+batches. It applies to every model in the process, reslab's or not, from the call on.
+
+Importing ``reslab`` changes nothing: the settings are process-wide, so they are opted
+into. ``fit`` and the cached linear head (``reslab.finetune.cached``) call ``configure()``,
+so ``reslab train``, ``reslab finetune`` and every training get it; ``describe()`` calls it
+too (``reslab bench`` records the line). A library user who wants it elsewhere, e.g. for
+CPU inference, calls ``reslab.cpu_memory.configure()``. (Transparent huge pages, PyTorch's
 ``THP_MEM_ALLOC_ENABLE``, were measured too: no steady gain on top of this, so they are
 left alone.)
 

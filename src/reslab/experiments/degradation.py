@@ -115,6 +115,34 @@ def train_one(
     }
 
 
+def _study_data(dataset: str, seed: int, test_subset: int | None, grad_batch: int, device: str, log):
+    """The study's data: the bundle, its (subset) test split, a test-loader factory for
+    ``train_one``, and one fixed real batch ``(x, y)`` for every gradient measurement (the
+    first eval-loader batch of a seeded, class-balanced pick of training images)."""
+    from ..data import load_dataset, make_loader
+    from ..device import resolve_device
+
+    bundle = load_dataset(dataset, seed=seed, log=log)
+    if bundle.test is None:
+        raise ConfigError(f"degradation needs a test split; {dataset!r} has none (add root/test/<class>/).")
+    dev = resolve_device(device)
+    test = bundle.test
+    if test_subset is not None:
+        test = test.subset(stratified_subset(test.labels, test_subset, seed), name="test")
+
+    def test_loader_fn(cfg):
+        return make_loader(
+            test, batch_size=512, train=False, preprocess=bundle.preprocess, seed=seed, device=str(dev)
+        )
+
+    gidx = stratified_subset(bundle.train.labels, grad_batch, seed + 1)
+    grad_batch_xy = next(iter(make_loader(
+        bundle.train.subset(gidx), batch_size=grad_batch, train=False, preprocess=bundle.preprocess,
+        seed=seed, device=str(dev),
+    )))  # fmt: skip
+    return bundle, test, test_loader_fn, grad_batch_xy
+
+
 def run_degradation(
     dataset: str = "fashion-mnist",
     *,
@@ -153,8 +181,6 @@ def run_degradation(
     Returns:
         The results dict written to ``out/degradation.json``.
     """
-    from ..data import load_dataset, make_loader
-    from ..device import resolve_device
     from ..models import count_params, create_model
 
     models = list(models)
@@ -163,28 +189,9 @@ def run_degradation(
         raise ConfigError("degradation needs at least one gradient seed (grad_seeds).")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bundle = load_dataset(dataset, seed=seed, log=log)
-    if bundle.test is None:
-        raise ConfigError(f"degradation needs a test split; {dataset!r} has none (add root/test/<class>/).")
-    dev = resolve_device(device)
+    bundle, test, test_loader_fn, (gx, gy) = _study_data(dataset, seed, test_subset, grad_batch, device, log)
     in_chans, num_classes = bundle.in_chans, len(bundle.classes)
-    test = bundle.test
-    if test_subset is not None:
-        test = test.subset(stratified_subset(test.labels, test_subset, seed), name="test")
     train_size = min(subset, len(bundle.train)) if subset else len(bundle.train)
-
-    def test_loader_fn(cfg):
-        return make_loader(
-            test, batch_size=512, train=False, preprocess=bundle.preprocess, seed=seed, device=str(dev)
-        )
-
-    # One fixed real batch for every gradient measurement (the first eval-loader batch of a
-    # seeded, class-balanced pick of training images).
-    gidx = stratified_subset(bundle.train.labels, grad_batch, seed + 1)
-    gx, gy = next(iter(make_loader(
-        bundle.train.subset(gidx), batch_size=grad_batch, train=False, preprocess=bundle.preprocess,
-        seed=seed, device=str(dev),
-    )))  # fmt: skip
 
     def builder(name):
         return lambda: create_model(name, num_classes=num_classes, in_chans=in_chans)

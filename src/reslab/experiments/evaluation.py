@@ -1,4 +1,4 @@
-"""Test-set accuracy during training: a small evaluator and the callback that records it."""
+"""Test-set accuracy during training: the engine's ``evaluate``, timed, and a callback for it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 import time
 
 import torch
-from torch.nn import functional as F
+
+from ..engine.step import evaluate
 
 
-@torch.no_grad()
 def accuracy_on(model: torch.nn.Module, loader, precision=None, tta_flip: bool = False) -> dict:
-    """Accuracy and mean cross-entropy of ``model`` over ``loader``.
+    """``reslab.engine.step.evaluate`` (the one accuracy-over-a-loader function), timed.
 
     Args:
         model: the network; evaluated in eval mode, its mode restored afterwards.
@@ -23,33 +23,10 @@ def accuracy_on(model: torch.nn.Module, loader, precision=None, tta_flip: bool =
         ``{"acc": 0..1, "acc_plain": 0..1, "loss": float, "n": int, "seconds": float}``;
         ``acc_plain`` is the accuracy without TTA (the same forward pass gives both).
     """
-    was_training = model.training
-    model.eval()
-    correct, correct_plain, total, loss_sum = 0, 0, 0, 0.0
     t0 = time.perf_counter()
-    try:
-        for x, y in loader:
-            if precision is not None and precision.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            ctx = precision.autocast() if precision is not None else torch.autocast("cpu", enabled=False)
-            with ctx:
-                plain = model(x).float()
-                logits = plain
-                if tta_flip:
-                    logits = (plain.softmax(1) + model(x.flip(3)).float().softmax(1)).log()
-            correct_plain += int((plain.argmax(1) == y).sum())
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
-    finally:
-        model.train(was_training)
-    return {
-        "acc": correct / max(total, 1),
-        "acc_plain": correct_plain / max(total, 1),
-        "loss": loss_sum / max(total, 1),
-        "n": total,
-        "seconds": time.perf_counter() - t0,
-    }
+    r = evaluate(model, loader, precision, tta_flip=tta_flip)
+    return {"acc": r["acc"], "acc_plain": r.get("acc_plain", r["acc"]), "loss": r["loss"], "n": int(r["count"]),
+            "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def test_eval_callback(loader, *, tta_flip: bool = False, every: int = 1, records_path=None):

@@ -67,10 +67,8 @@ def run_recipe(
         ``{"config", "overrides", "machine", "runs": [{"seed", "records", "test_acc",
         "train_seconds", "wall_seconds", "time_to_target"}], "summary": {...}}``.
     """
-    from ..data import load_dataset, make_loader
     from ..device import resolve_device
-    from ..engine import fit
-    from .evaluation import test_eval_callback
+    from ..engine.build import load_data
 
     if not seeds:
         raise ConfigError("run_recipe needs at least one seed, received none.")
@@ -79,37 +77,12 @@ def run_recipe(
     out = Path(out)
     base = _load(config, overrides)  # validate before any work
     d = base.data
-    bundle = load_dataset(
-        d.source, val_fraction=d.val_fraction, seed=base.seed, image_size=d.image_size,
-        in_chans=base.model.in_chans or d.in_chans, in_memory=d.in_memory, check=d.check, log=log,
-    )  # fmt: skip
+    bundle = load_data(base, None, base.model.in_chans or d.in_chans, log)  # as fit loads it
     if bundle.test is None:
         raise ConfigError(f"{config}: data.source={d.source!r} has no test split to report.")
     device = resolve_device(base.device)
-    runs = []
-    for seed in seeds:
-        cfg = _load(config, [*overrides, f"seed={seed}", f"out={out / f'seed{seed}'}", "overwrite=true",
-                             "eval_test=false"])  # fmt: skip
-        test_loader = make_loader(bundle.test, batch_size=512, train=False, preprocess=bundle.preprocess,
-                                  device=device)  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        partial = out / f"seed{seed}_test.jsonl"
-        partial.unlink(missing_ok=True)
-        cb = test_eval_callback(test_loader, tta_flip=tta_flip, every=test_every, records_path=partial)
-        log(f"--- {config} seed {seed}")
-        result = fit(cfg, callbacks=[cb], data=bundle)
-        recs = cb.records
-        runs.append({
-            "seed": seed,
-            "records": recs,
-            "test_acc": recs[-1]["test_acc"],
-            "test_acc_plain": recs[-1]["test_acc_plain"],
-            "train_seconds": recs[-1]["train_seconds"],
-            "wall_seconds": result.wall_time_s,
-            "images_per_s": result.images_per_s,
-            "time_to_target": time_to_target(recs, target),
-            "run_dir": str(result.run_dir),
-        })  # fmt: skip
+    runs = [_run_seed(config, overrides, seed, out, bundle, device, target=target, tta_flip=tta_flip,
+                      test_every=test_every, log=log) for seed in seeds]  # fmt: skip
     res = {
         "config": str(config),
         "overrides": list(overrides),
@@ -123,6 +96,38 @@ def run_recipe(
     }
     write_json(out / "headline.json", res)
     return res
+
+
+def _run_seed(config, overrides: Sequence[str], seed: int, out: Path, bundle, device, *, target: float,
+              tta_flip: bool, test_every: int, log) -> dict:  # fmt: skip
+    """One seed of ``run_recipe``: trains with the test-accuracy callback and returns the
+    seed's entry of ``runs`` (its records also go to ``out/seed<s>_test.jsonl`` as they come)."""
+    from ..data import make_loader
+    from ..engine import fit
+    from .evaluation import test_eval_callback
+
+    cfg = _load(config, [*overrides, f"seed={seed}", f"out={out / f'seed{seed}'}", "overwrite=true",
+                         "eval_test=false"])  # fmt: skip
+    test_loader = make_loader(bundle.test, batch_size=512, train=False, preprocess=bundle.preprocess,
+                              device=device)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"seed{seed}_test.jsonl"
+    partial.unlink(missing_ok=True)
+    cb = test_eval_callback(test_loader, tta_flip=tta_flip, every=test_every, records_path=partial)
+    log(f"--- {config} seed {seed}")
+    result = fit(cfg, callbacks=[cb], data=bundle)
+    recs = cb.records
+    return {
+        "seed": seed,
+        "records": recs,
+        "test_acc": recs[-1]["test_acc"],
+        "test_acc_plain": recs[-1]["test_acc_plain"],
+        "train_seconds": recs[-1]["train_seconds"],
+        "wall_seconds": result.wall_time_s,
+        "images_per_s": result.images_per_s,
+        "time_to_target": time_to_target(recs, target),
+        "run_dir": str(result.run_dir),
+    }  # fmt: skip
 
 
 def summarize_runs(runs: Sequence[dict]) -> dict:
@@ -185,17 +190,14 @@ def measure_recipe(
         ``{"seconds_per_batch", "batches_per_epoch", "epoch_seconds", "run_seconds",
         "images_per_s", "machine", "machine_line", ...}``.
     """
-    from ..data import load_dataset
     from ..engine import fit
+    from ..engine.build import load_data
 
     if batches < 2:
         raise ConfigError(f"--time-batches must be at least 2, received {batches}.")
     base = _load(config, overrides)
     d = base.data
-    bundle = load_dataset(
-        d.source, val_fraction=d.val_fraction, seed=base.seed, image_size=d.image_size,
-        in_chans=base.model.in_chans or d.in_chans, in_memory=d.in_memory, check=d.check, log=log,
-    )  # fmt: skip
+    bundle = load_data(base, None, base.model.in_chans or d.in_chans, log)  # as fit loads it
     n = batches * d.batch_size
     cfg = _load(config, [*overrides, "epochs=1", f"data.limit_train={n}", "data.limit_val=64",
                          "eval_test=false", f"out={out}", "overwrite=true"])  # fmt: skip

@@ -24,12 +24,12 @@ STRATEGIES = ("linear", "full", "gradual", "discriminative")
 
 
 def batch_size_for(n_train: int, cap: int = 64) -> int:
-    """A batch that gives at least 4 steps per epoch on tiny sets (the same for every arm).
+    """The batch of every arm of one training-set size: fine-tuning's rule
+    (``reslab.finetune.plan.batch_for_data``: at least 4 steps per epoch on tiny sets) with
+    ``cap`` as the default, so scratch and pretrained arms take the same steps."""
+    from ..finetune.plan import batch_for_data
 
-    The largest power of two <= n_train / 4, between 8 and ``cap``.
-    """
-    quarter = max(n_train // 4, 1)
-    return max(8, min(cap, 1 << (quarter.bit_length() - 1)))
+    return batch_for_data(n_train, cap)
 
 
 def epochs_for(n_train: int, batch: int, steps: int = 300, lo: int = 4, hi: int = 60) -> int:
@@ -85,10 +85,7 @@ def run_transfer(
         ``{"rows": [{"init", "strategy", "labels_per_class", "n_train", "seed", "test_acc",
         "val_acc", "epochs", "batch_size", "seconds"}], "summary": [...], "machine": ...}``.
     """
-    from ..config import load_config
     from ..data import write_digits_folder
-    from ..engine import fit
-    from ..finetune import finetune
     from ..models.pretrained import weights_info
 
     _check(labels, strategies, seeds, epochs)
@@ -111,15 +108,9 @@ def run_transfer(
                       "device": device, "overwrite": True, "eval_test": True}  # fmt: skip
             arms = [("pretrained", s) for s in strategies] + [("scratch", "full")]
             for init, strategy in arms:
-                run_dir = out / "runs" / tag / (f"{init}-{strategy}")
                 log(f"--- {tag}: {init} {strategy}, {n_train} images, batch {bs}, {ep} epochs")
-                if init == "pretrained":
-                    cfg = load_config(None, {**common, "out": str(run_dir), "finetune.pretrained": weights,
-                                             "finetune.strategy": strategy})  # fmt: skip
-                    result = finetune(cfg)
-                else:
-                    cfg = load_config(None, {**common, "out": str(run_dir), "model.name": arch})
-                    result = fit(cfg)
+                run_dir = out / "runs" / tag / (f"{init}-{strategy}")
+                result = _train_arm(init, strategy, {**common, "out": str(run_dir)}, weights, arch)
                 rows.append({
                     "init": init,
                     "strategy": strategy,
@@ -138,6 +129,19 @@ def run_transfer(
                    "machine": machine_info()}  # fmt: skip
             write_outputs(res, out)
     return res
+
+
+def _train_arm(init: str, strategy: str, settings: dict, weights: str, arch: str):
+    """One arm: ``finetune`` from ``weights`` with ``strategy``, or ``fit`` of ``arch`` from
+    scratch, with the config ``settings`` shared by the arms of one training-set size."""
+    from ..config import load_config
+    from ..engine import fit
+    from ..finetune import finetune
+
+    if init == "pretrained":
+        cfg = load_config(None, {**settings, "finetune.pretrained": weights, "finetune.strategy": strategy})
+        return finetune(cfg)
+    return fit(load_config(None, {**settings, "model.name": arch}))
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:

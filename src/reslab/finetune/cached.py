@@ -4,30 +4,32 @@ The backbone runs once over train/val with the eval transform (``features.py``);
 trains on the cached (N, num_features) matrices with the training step, optimizer and
 schedule of ``reslab train``; the best head (by validation accuracy, as ``fit`` picks) goes
 back into the full model, which is evaluated on the test split and saved exactly as
-``reslab train`` saves a run (``RunFolder``): ``config.yaml``, ``classes.json``,
+``reslab train`` saves a run, under the run folder's lock and through the engine's writers
+(``RunFolder``, ``engine.artifacts``): ``config.yaml``, ``classes.json``,
 ``metrics.jsonl``/``metrics.csv``, ``checkpoints/{last,best}.pt``, ``model.safetensors``,
-``summary.json``, ``log.txt``, and the same trackers. A resume simply redoes the run (it
-takes seconds), so ``last.pt`` is a finished-run checkpoint.
+``summary.json``, ``log.txt`` (the same epoch and summary lines), and the same trackers. A
+resume simply redoes the run (it takes seconds), so ``last.pt`` is a finished-run checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
+from .. import cpu_memory
 from ..config import TrainConfig, save_config
 from ..data.splits import limit_split
 from ..device import Precision, resolve_device, resolve_precision, set_cpu_threads
-from ..engine import RunResult
+from ..engine.artifacts import RunResult, epoch_line, summary_line, write_safetensors, write_summary
+from ..engine.batch_size import batch_sizes
 from ..engine.loggers import MetricsFiles, make_loggers
 from ..engine.state import seed_everything
 from ..engine.step import evaluate
-from ..files import atomic_write_bytes, save_checkpoint, write_json
+from ..files import save_checkpoint, write_json
 from ..run_folder import RunFolder
 from .features import extract_features, train_head
 
@@ -52,12 +54,7 @@ class _BestHead:
             self.acc, self.state, self.row = metric, copy.deepcopy(self.head.state_dict()), row
         self.files.write(self.history)
         self.loggers.log_metrics(row, step=row["epoch"])
-        parts = [f"epoch {row['epoch']}/{self.epochs}",
-                 f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]  # fmt: skip
-        if row["val_acc"] is not None:
-            parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
-        parts.append(f"lr {row['lr']:.3g}")
-        self.log("  ".join(parts) + ("  *best" if improved else ""))
+        self.log(epoch_line(row, self.epochs, improved))
 
 
 def _eval_loaders(cfg: TrainConfig, bundle, device: torch.device) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def _eval_loaders(cfg: TrainConfig, bundle, device: torch.device) -> dict[str, A
         "val": limit_split(bundle.val, cfg.data.limit_val, cfg.seed + 1),
         "test": limit_split(bundle.test, cfg.data.limit_val, cfg.seed + 2) if cfg.eval_test else None,
     }
-    eval_bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
+    eval_bs = batch_sizes(cfg).eval
     return {
         k: make_loader(s, batch_size=eval_bs, train=False, preprocess=bundle.preprocess, seed=cfg.seed,
                        device=device, workers=cfg.data.workers)
@@ -78,7 +75,13 @@ def _eval_loaders(cfg: TrainConfig, bundle, device: torch.device) -> dict[str, A
 
 
 def fit_linear_cached(
-    cfg: TrainConfig, model: nn.Module, bundle, *, log: Callable[[str], None], resume: bool = False
+    cfg: TrainConfig,
+    model: nn.Module,
+    bundle,
+    *,
+    log: Callable[[str], None],
+    resume: bool = False,
+    extra_json: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Trains ``model``'s head on cached backbone features and writes a run folder.
 
@@ -88,58 +91,72 @@ def fit_linear_cached(
         bundle: the task's ``DataBundle``.
         log: prints and appends to ``log.txt``.
         resume: the folder already holds this run; it is redone from the start.
+        extra_json: more files for the run folder, ``{name: JSON value}`` (fine-tuning's
+            ``finetune.json``), written under the lock like the others.
     Returns:
         A ``RunResult`` like ``fit``'s (test accuracy in ``final``).
+    Raises:
+        ConfigError when another process writes into the folder (its lock), or when the
+        batch size does not split over ``accum_steps``.
     """
+    batch_sizes(cfg)  # a batch that does not split fails here, before any work
     run = RunFolder(cfg.out).prepare(resume=resume, overwrite=True)
     prev_threads = torch.get_num_threads()
+    with run.lock():
+        try:
+            for name, value in (extra_json or {}).items():
+                write_json(run.path / name, value)
+            return _train_and_save(cfg, model, bundle, run, log)
+        finally:
+            torch.set_num_threads(prev_threads)
+
+
+def _train_and_save(cfg: TrainConfig, model: nn.Module, bundle, run: RunFolder,
+                    log: Callable[[str], None]) -> RunResult:  # fmt: skip
+    """``fit_linear_cached`` inside the lock: features, head, checkpoints, summary."""
     threads = set_cpu_threads(cfg.threads)
-    try:
-        device = resolve_device(cfg.device)
-        precision = resolve_precision(device, cfg.precision)
-        log(f"precision: {precision.describe()}; {threads} CPU thread(s)")
-        seed_everything(cfg.seed)
-        model.to(device)
-        if precision.channels_last:
-            model.to(memory_format=torch.channels_last)
-        loaders = _eval_loaders(cfg, bundle, device)
-        save_config(cfg, run.config)
-        write_json(run.classes, list(bundle.classes))
-        loggers = make_loggers(cfg.log, run.path, cfg, log)
+    cpu_memory.configure()  # as fit does: glibc keeps freed memory (no page faults per batch)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision)
+    log(f"precision: {precision.describe()}; {threads} CPU thread(s)")
+    if device.type == "cpu":
+        log(cpu_memory.describe())
+    seed_everything(cfg.seed)
+    model.to(device)
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loaders = _eval_loaders(cfg, bundle, device)
+    save_config(cfg, run.config)
+    write_json(run.classes, list(bundle.classes))
+    loggers = make_loggers(cfg.log, run.path, cfg, log)
 
-        t0 = time.perf_counter()
-        # (N, num_features) float32 per split, from one eval-transform pass of the backbone
-        feats = {k: extract_features(model, loaders[k], precision.autocast)
-                 for k in ("train", "val") if k in loaders}  # fmt: skip
-        t_feat = time.perf_counter() - t0
-        n_img = sum(len(v[1]) for v in feats.values())
-        log(f"features: {', '.join(f'{k} {tuple(v[0].shape)}' for k, v in feats.items())} extracted once in "
-            f"{t_feat:.1f} s ({n_img / max(t_feat, 1e-9):,.0f} img/s)")  # fmt: skip
+    t0 = time.perf_counter()
+    # (N, num_features) float32 per split, from one eval-transform pass of the backbone
+    feats = {k: extract_features(model, loaders[k], precision.autocast)
+             for k in ("train", "val") if k in loaders}  # fmt: skip
+    t_feat = time.perf_counter() - t0
+    n_img = sum(len(v[1]) for v in feats.values())
+    log(f"features: {', '.join(f'{k} {tuple(v[0].shape)}' for k, v in feats.items())} extracted once in "
+        f"{t_feat:.1f} s ({n_img / max(t_feat, 1e-9):,.0f} img/s)")  # fmt: skip
 
-        head = model.get_classifier()
-        cpu_head = copy.deepcopy(head).float().cpu()
-        best = _BestHead(cpu_head, run, loggers, cfg.epochs, log)
-        t1 = time.perf_counter()
-        train_head(cfg, cpu_head, feats["train"], feats.get("val"), on_epoch=best)
-        t_head = time.perf_counter() - t1
+    head = model.get_classifier()
+    cpu_head = copy.deepcopy(head).float().cpu()
+    best = _BestHead(cpu_head, run, loggers, cfg.epochs, log)
+    t1 = time.perf_counter()
+    train_head(cfg, cpu_head, feats["train"], feats.get("val"), on_epoch=best)
+    t_head = time.perf_counter() - t1
 
-        final = _save_heads(run, cfg, model, head, cpu_head, best, bundle)
-        if "test" in loaders:
-            test = evaluate(model, loaders["test"], precision)
-            final["test_loss"], final["test_acc"] = test["loss"], test["acc"]
-        times = {"wall": time.perf_counter() - t0, "features": t_feat, "head": t_head}
-        result = _write_summary(run, cfg, model, best, final, precision, times, n_train=len(feats["train"][1]))
-        loggers.log_metrics({k: final[k] for k in ("test_acc", "test_loss") if k in final}, step=len(best.history))
-        loggers.close("FINISHED")
-        name = "val acc" if "val" in feats else "train acc"
-        line = f"done: best {name} {100 * best.acc:.2f}% at epoch {best.row['epoch']}/{cfg.epochs}"
-        if "test_acc" in final:
-            line += f"; test acc {100 * final['test_acc']:.2f}%"
-        log(f"{line}; wall time {times['wall']:.1f} s (features {t_feat:.1f} s, head {t_head:.1f} s); "
-            f"run folder {run.path}")  # fmt: skip
-        return result
-    finally:
-        torch.set_num_threads(prev_threads)
+    final = _save_heads(run, cfg, model, head, cpu_head, best, bundle)
+    if "test" in loaders:
+        test = evaluate(model, loaders["test"], precision)
+        final["test_loss"], final["test_acc"] = test["loss"], test["acc"]
+    times = {"wall": time.perf_counter() - t0, "features": t_feat, "head": t_head}
+    result = _write_summary(run, cfg, model, best, final, precision, times, n_train=len(feats["train"][1]))
+    loggers.log_metrics({k: final[k] for k in ("test_acc", "test_loss") if k in final}, step=len(best.history))
+    loggers.close("FINISHED")
+    log(f"time: features {t_feat:.1f} s (once), head {t_head:.1f} s ({cfg.epochs} epochs)")
+    log(summary_line(result, cfg.epochs, has_val="val" in feats))
+    return result
 
 
 def _save_heads(run: RunFolder, cfg: TrainConfig, model: nn.Module, head: nn.Module, trained: nn.Module,
@@ -160,41 +177,24 @@ def _save_heads(run: RunFolder, cfg: TrainConfig, model: nn.Module, head: nn.Mod
     save_checkpoint({"model": weights, **meta, "epoch": best.row["epoch"], "step": best.row["step"],
                      "metrics": {k: v for k, v in best.row.items() if isinstance(v, (int, float))}},
                     run.best)  # fmt: skip
-    _write_safetensors(run, weights, meta)
+    write_safetensors(run.safetensors, weights, meta)
     return dict(history[-1], stopped="completed")
 
 
 def _write_summary(run: RunFolder, cfg: TrainConfig, model: nn.Module, best: _BestHead, final: dict,
                    precision: Precision, times: dict[str, float], n_train: int) -> RunResult:  # fmt: skip
-    """``summary.json`` with ``fit``'s keys plus the cached-feature timings."""
+    """``summary.json`` through the engine's writer, plus the cached-feature timings."""
     train_s = times["features"] + times["head"]
     images_per_s = n_train * cfg.epochs / max(train_s, 1e-9)
-    has_val = best.row["val_acc"] is not None
-    write_json(run.summary, {
-        "run_dir": str(run.path), "model": getattr(model, "model_args", None) or {}, "data": cfg.data.source,
-        "best_metric": best.acc, "best_metric_name": "val_acc" if has_val else "train_acc",
-        "best_epoch": best.row["epoch"], "epochs_run": len(best.history), "epochs": cfg.epochs,
-        "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
-        "wall_time_s": round(times["wall"], 2), "train_time_s": round(train_s, 2),
-        "images_per_s": round(images_per_s, 1), "precision": precision.describe(), "world_size": 1,
-        "stopped": "completed", "final": final, "cached_features": True,
-        "feature_seconds": round(times["features"], 2), "head_seconds": round(times["head"], 2),
-    })  # fmt: skip
-    return RunResult(run.path, best.acc, best.row["epoch"], best.history, times["wall"], images_per_s, final)
+    result = RunResult(run.path, best.acc, best.row["epoch"], best.history, times["wall"], images_per_s, final)
+    write_summary(result, cfg, model_args=getattr(model, "model_args", None), has_val=best.row["val_acc"] is not None,
+                  train_seconds=train_s, precision=precision.describe(),
+                  extra={"cached_features": True, "feature_seconds": round(times["features"], 2),
+                         "head_seconds": round(times["head"], 2)})  # fmt: skip
+    return result
 
 
 def _load_head(head: nn.Module, state: dict) -> None:
     with torch.no_grad():
         for k, v in head.state_dict().items():
             v.copy_(state[k].to(v.device, v.dtype))
-
-
-def _write_safetensors(run: RunFolder, weights: dict, meta: dict) -> None:
-    from safetensors.torch import save as st_save
-
-    info = {"format": "reslab", "classes": json.dumps(meta["classes"]),
-            "preprocess": json.dumps(meta["preprocess"])}  # fmt: skip
-    if "model_args" in meta:
-        info["model_args"] = json.dumps(meta["model_args"])
-    data = st_save(weights, metadata=info)
-    atomic_write_bytes(run.safetensors, lambda f: f.write(data))

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..device import resolve_precision
+from ..engine.batch_size import batch_sizes
 from ..engine.optim import build_optimizer
 from ..engine.schedule import build_schedule
 from ..engine.step import RunningStats, TrainStep, batch_generator, evaluate
@@ -129,12 +130,13 @@ def train_head(
         One row per epoch as ``fit`` writes them: epoch (1-based), train_loss, train_acc,
         val_loss, val_acc (None without ``val``), lr, seconds, images_per_s, step.
     """
-    batches = FeatureBatches(*train, cfg.data.batch_size // cfg.accum_steps, shuffle=True, seed=cfg.seed)
+    sizes = batch_sizes(cfg)  # the engine's one reading of data.batch_size and accum_steps
+    batches = FeatureBatches(*train, sizes.micro, shuffle=True, seed=cfg.seed)
     if not len(batches):
         return []
-    steps_per_epoch = math.ceil(len(batches) / cfg.accum_steps)
+    steps_per_epoch = sizes.steps_per_epoch(len(batches))
     step = head_step(cfg, head, steps_per_epoch)
-    val_batches = FeatureBatches(*val, 4096) if val is not None and len(val[1]) else None
+    val_batches = FeatureBatches(*val, sizes.eval) if val is not None and len(val[1]) else None
     device = next(head.parameters()).device
     history: list[dict] = []
     for epoch in range(cfg.epochs):

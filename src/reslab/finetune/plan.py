@@ -141,12 +141,31 @@ def images_per_class(labels: torch.Tensor, num_classes: int) -> float:
     return float(counts.double().median())
 
 
-def choose_batch_size(cfg: TrainConfig, n_train: int) -> tuple[int, str | None]:
-    """The user's ``data.batch_size``, or the config's default shrunk for tiny data.
+def batch_for_data(n_train: int, default: int, accum_steps: int = 1) -> int:
+    """``default``, or a smaller batch when ``default`` would leave fewer than
+    ``MIN_STEPS_PER_EPOCH`` steps per epoch: the largest power of two <= n/4 (at least
+    ``MIN_BATCH``) that ``accum_steps`` divides. Fine-tuning's one batch-size rule (the
+    transfer study sizes its arms with it too).
 
-    The config's batch is kept unless it would leave fewer than ``MIN_STEPS_PER_EPOCH``
-    steps per epoch; then the largest power of two <= n/4 (at least ``MIN_BATCH``) that
-    ``accum_steps`` divides, as the config requires.
+    Args:
+        n_train: training images.
+        default: the batch the config would use.
+        accum_steps: the config's; the batch must be a multiple of it.
+    Returns:
+        The global batch (images per optimizer step).
+    """
+    quarter = max(n_train // MIN_STEPS_PER_EPOCH, 1)
+    if default <= quarter:
+        return default
+    small = max(MIN_BATCH, 1 << (quarter.bit_length() - 1))  # largest power of two <= n/4
+    return small - small % accum_steps
+
+
+def choose_batch_size(cfg: TrainConfig, n_train: int) -> tuple[int, str | None]:
+    """The user's ``data.batch_size``, or the config's default shrunk for tiny data
+    (``batch_for_data``). Everything else about the batch (its split into micro-batches
+    per process and accumulation step, the evaluation batch) is the engine's
+    ``batch_sizes``; this is the one finetune-specific rule.
 
     Returns:
         ``(batch_size, reason or None when the config's value is kept)``.
@@ -154,11 +173,9 @@ def choose_batch_size(cfg: TrainConfig, n_train: int) -> tuple[int, str | None]:
     bs = cfg.data.batch_size
     if "batch_size" in cfg.data.model_fields_set:
         return bs, None
-    quarter = max(n_train // MIN_STEPS_PER_EPOCH, 1)
-    if bs <= quarter:
+    small = batch_for_data(n_train, bs, cfg.accum_steps)
+    if small == bs:
         return bs, None
-    small = max(MIN_BATCH, 1 << (quarter.bit_length() - 1))  # largest power of two <= n/4
-    small -= small % cfg.accum_steps
     return small, (f"batch_size={small} ({n_train} training images: at least {MIN_STEPS_PER_EPOCH} steps "
                    f"per epoch; the default {bs} would be one noisy step)")  # fmt: skip
 

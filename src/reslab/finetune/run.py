@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, check_resume
 from ..engine import Callback, RunResult, fit
 from ..engine.distributed import dist_from_env
 from ..engine.state import seed_everything
@@ -154,15 +154,49 @@ def _check_pretrained(cfg: TrainConfig) -> None:
                           "weights file or a reslab run folder.")  # fmt: skip
 
 
-def _source_info(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
-    """What the weights are: the catalog's record, or on resume the run's own checkpoint."""
+def _source_info(cfg: TrainConfig, resume: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What the weights are: the catalog's record, or on resume the run's own checkpoint.
+
+    Returns:
+        ``(info, stored config)``: the stored config is the checkpoint's (resume only),
+        against which the resume's settings are checked.
+    """
     if not resume:
-        return _weights_info(cfg.finetune.pretrained)  # unknown names fail here, before any work
-    if not cfg.out:
-        raise ConfigError("resume needs the run folder (--resume RUN_DIR).")
+        return _weights_info(cfg.finetune.pretrained), None  # unknown names fail here, before any work
     ckpt = load_checkpoint(RunFolder(cfg.out).last)
-    return {"preprocess": ckpt.get("preprocess"), "model_args": ckpt.get("model_args"),
+    info = {"preprocess": ckpt.get("preprocess"), "model_args": ckpt.get("model_args"),
             "architecture": (ckpt.get("model_args") or {}).get("name")}  # fmt: skip
+    return info, ckpt.get("config") or {}
+
+
+class _StartLog:
+    """Prints the start-of-run lines at once and writes them to ``log.txt`` only once the
+    run folder may be written (``open``), so a refused run leaves the folder untouched.
+
+    Args:
+        extra: another sink for every line (``finetune``'s ``log``), or None.
+        enabled: this process writes (rank 0).
+    """
+
+    def __init__(self, extra: Callable[[str], None] | None, enabled: bool):
+        self.run_log = RunLog(None, enabled=enabled)
+        self.extra = extra
+        self.pending: list[str] = []
+
+    def __call__(self, msg: str) -> None:
+        self.run_log(msg)
+        if self.run_log.path is None and self.run_log.enabled:
+            self.pending.append(msg)
+        if self.extra is not None:
+            self.extra(msg)
+
+    def open(self, path: Path) -> None:
+        """From now on lines go to ``path`` too, the ones said so far first."""
+        self.run_log.path = Path(path)
+        if self.run_log.enabled and self.pending:
+            with open(path, "a") as f:
+                f.write("".join(m + "\n" for m in self.pending))
+        self.pending = []
 
 
 def _record(cfg: TrainConfig, plan: FinetunePlan, arch: str, model: nn.Module, report, out: Path,
@@ -234,38 +268,36 @@ def finetune(
     _check_pretrained(cfg)
     ft = cfg.finetune
     dist = dist_from_env()
-    info = _source_info(cfg, resume)
+    folder = RunFolder(cfg.out) if cfg.out else None
+    if resume:
+        if folder is None:
+            raise ConfigError("resume needs the run folder (--resume RUN_DIR).")
+        if dist.is_main:  # reads only; a folder without last.pt is refused before loading it
+            folder.check_writable(resume=True, overwrite=cfg.overwrite)
+    info, stored = _source_info(cfg, resume)
     arch = info["architecture"] if info.get("architecture") and not _user_set(cfg.model, "name") else cfg.model.name
-    out = Path(cfg.out) if cfg.out else RunFolder.default(arch).path
-    if dist.is_main:
-        out = RunFolder(out).prepare(resume=resume, overwrite=cfg.overwrite).path
-    run_log = RunLog(RunFolder(out).log, enabled=dist.is_main)
-
-    def say(msg: str) -> None:
-        run_log(msg)
-        if log is not None:
-            log(msg)
-
-    say(f"fine-tuning {arch} from {ft.pretrained}" + (f" (resuming {out})" if resume else ""))
+    if not resume:
+        folder = folder or RunFolder.default(arch)
+        if dist.is_main:
+            folder.check_writable(resume=False, overwrite=cfg.overwrite)  # reads only
+    say = _StartLog(log, enabled=dist.is_main)
+    say(f"fine-tuning {arch} from {ft.pretrained}" + (f" (resuming {folder.path})" if resume else ""))
     bundle = data if data is not None else _load_data(cfg, info.get("preprocess"), say)
-    if info.get("preprocess"):
-        say(f"preprocess from the weights: input {bundle.preprocess['input_size']}, "
-            f"mean {[round(m, 4) for m in bundle.preprocess['mean']]}, "
-            f"std {[round(s, 4) for s in bundle.preprocess['std']]}")  # fmt: skip
-    facts = DataFacts.from_bundle(bundle, cfg.data.limit_train)
-    plan = plan_finetune(cfg, facts, WeightsFacts.from_info(ft.pretrained, info),
-                         on_cpu=_is_cpu(cfg.device), distributed=dist.enabled)  # fmt: skip
-    say(f"plan ({plan.images_per_class:g} images per class, {facts.n_train} training images):")
-    for r in plan.reasons:
-        say(f"  {r}")
-
+    plan = _plan(cfg, bundle, info, dist.enabled, say)
+    run_cfg = resolved_config(cfg, plan, arch=arch, image_size=bundle.preprocess["crop"], out=str(folder.path))
+    if resume:  # before the first write: a refused resume leaves the folder byte-identical
+        changes = check_resume(stored, run_cfg.to_dict(), str(folder.path))
+        if changes and plan.cache_features:  # fit says it itself
+            say("resuming with changed settings: " + "; ".join(changes))
+    if dist.is_main:
+        folder.create()
+    say.open(folder.log)
+    out = folder.path
     model, report = _model_for_plan(cfg, plan, arch, bundle, info, None if resume else ft.pretrained, say)
-    run_cfg = resolved_config(cfg, plan, arch=arch, image_size=bundle.preprocess["crop"], out=str(out))
     record = _record(cfg, plan, arch, model, report, out, resume)
     if plan.cache_features:
-        if dist.is_main:
-            write_json(out / FINETUNE_RECORD, record)
-        result = fit_linear_cached(run_cfg, model, bundle, log=run_log, resume=resume)
+        result = fit_linear_cached(run_cfg, model, bundle, log=say.run_log, resume=resume,
+                                   extra_json={FINETUNE_RECORD: record})  # fmt: skip
     else:
         groups = build_param_groups(model, plan.strategy, plan.lr_decay)
         cbs = [Unfreezer(plan.strategy, ft.unfreeze_every), _RecordFinetune(record), *callbacks]
@@ -273,6 +305,21 @@ def finetune(
             cbs.append(StepClip(model, plan.step_clip))  # last, so the others' checkpoint keys stay
         result = fit(run_cfg, model=model, param_groups=groups, callbacks=cbs, resume=resume, data=bundle)
     return FinetuneResult(**vars(result), plan=plan)
+
+
+def _plan(cfg: TrainConfig, bundle, info: dict[str, Any], distributed: bool, say: Callable[[str], None]):
+    """The plan for this data and these weights, said line by line with its reasons."""
+    if info.get("preprocess"):
+        say(f"preprocess from the weights: input {bundle.preprocess['input_size']}, "
+            f"mean {[round(m, 4) for m in bundle.preprocess['mean']]}, "
+            f"std {[round(s, 4) for s in bundle.preprocess['std']]}")  # fmt: skip
+    facts = DataFacts.from_bundle(bundle, cfg.data.limit_train)
+    plan = plan_finetune(cfg, facts, WeightsFacts.from_info(cfg.finetune.pretrained, info),
+                         on_cpu=_is_cpu(cfg.device), distributed=distributed)  # fmt: skip
+    say(f"plan ({plan.images_per_class:g} images per class, {facts.n_train} training images):")
+    for r in plan.reasons:
+        say(f"  {r}")
+    return plan
 
 
 def _is_cpu(device: str) -> bool:
