@@ -3,7 +3,7 @@
 Every key is declared here with its unit and allowed values; unknown keys are refused, so a
 typo (``optim.weight_decy``) fails before any work instead of being silently ignored::
 
-    cfg = load_config("configs/fmnist_resnet20.yaml", overrides=["epochs=5", "optim.lr=0.2"])
+    cfg = load_config("fmnist_resnet20", overrides=["epochs=5", "optim.lr=0.2"])
     cfg = load_config(None, overrides={"data": {"source": "digits"}, "epochs": 3})
 
 Precedence: field defaults < the YAML file < overrides (applied in order). The resolved
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .recipes import resolve_recipe
 
 LOGGERS = ("tensorboard", "mlflow", "wandb")
 
@@ -428,7 +429,7 @@ def load_config(
     """Loads a recipe and applies overrides.
 
     Args:
-        path: a YAML file (None: the defaults).
+        path: a YAML file or a packaged recipe's name (None: the defaults).
         overrides: ``["optim.lr=0.05", "ema=true"]`` (values parsed as YAML) or a dict,
             nested (``{"optim": {"lr": 0.05}}``) or dotted (``{"optim.lr": 0.05}``).
     Returns:
@@ -440,9 +441,7 @@ def load_config(
     where = "the config"
     if path is not None:
         where = str(path)
-        if not os.path.exists(path):
-            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe "
-                              "such as configs/fmnist_resnet20.yaml.")  # fmt: skip
+        path = resolve_recipe(path)  # a file, or a packaged recipe's name (fmnist_fast)
         try:
             with open(path) as f:
                 loaded = yaml.safe_load(f) or {}

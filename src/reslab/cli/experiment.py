@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default="runs/gradients")
 
     h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time")
-    h.add_argument("--config", required=True, help="e.g. configs/fmnist_fast.yaml")
+    h.add_argument("--config", required=True, help="recipe name or YAML file, e.g. fmnist_fast (`reslab recipes` lists them)")
     h.add_argument("--seeds", type=int, nargs="+", default=[0])
     h.add_argument("--target", type=float, default=0.94, help="accuracy whose time-to-reach is reported")
     h.add_argument("--time-batches", type=int, default=None,

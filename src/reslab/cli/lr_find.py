@@ -1,7 +1,7 @@
 """``reslab lr-find``: sweep the learning rate, plot loss against it, suggest one.
 
     reslab lr-find --data fashion-mnist --model resnet20 --out runs/lrfind
-    reslab lr-find --config configs/fmnist_resnet20.yaml --steps 200 optim.name=adamw
+    reslab lr-find --config fmnist_resnet20 --steps 200 optim.name=adamw
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from reslab.errors import ReslabError
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("reslab.cli.models", "list every architecture with parameters and MACs"),
     "summary": ("reslab.cli.summary", "per-layer table of one model"),
+    "recipes": ("reslab.cli.recipes", "list the training recipes shipped with reslab"),
     "check": ("reslab.cli.check", "health report of a dataset before training"),
     "train": ("reslab.cli.train", "train a model from scratch"),
     "lr-find": ("reslab.cli.lr_find", "sweep the learning rate and suggest one"),

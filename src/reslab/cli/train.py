@@ -1,7 +1,7 @@
 """``reslab train``: train a model from scratch (a thin layer over ``reslab.engine.fit``).
 
     reslab train --data fashion-mnist --model resnet20 --epochs 5 --out runs/fm20
-    reslab train --config configs/fmnist_resnet20.yaml --out runs/fm20 optim.lr=0.2 ema=true
+    reslab train --config fmnist_resnet20 --out runs/fm20 optim.lr=0.2 ema=true
     reslab train --resume runs/fm20                       # continue exactly where it stopped
     torchrun --nproc_per_node=2 -m reslab train ...        # data-parallel, same command
 """
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image folder, CSV manifest, or fashion-mnist / digits / cifar10")  # fmt: skip
     p.add_argument("--model", metavar="NAME", help="architecture (see `reslab models`), e.g. resnet20")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--config", metavar="YAML", help="recipe, e.g. configs/fmnist_resnet20.yaml")
+    p.add_argument("--config", metavar="RECIPE", help="recipe name or YAML file, e.g. fmnist_resnet20 (`reslab recipes` lists them)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size", help="global batch (all processes)")
     p.add_argument("--lr", type=float, help="peak learning rate")
