@@ -6,10 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from reslab.cli.options import add_checkpoint, add_device, add_json, add_precision
+
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="a checkpoint file or a run folder (uses checkpoints/best.pt)")
+    add_checkpoint(p)
     p.add_argument("--data", metavar="DATA",
                    help="image folder, CSV manifest or built-in name (default: the run's own data)")
     p.add_argument("--split", choices=("test", "val", "train"),
@@ -18,13 +19,13 @@ def add_arguments(p) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="fit a temperature on the val split (L-BFGS on NLL), "
                         "saved as temperature.json")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    add_json(p, "the metrics")
     p.add_argument("--out", metavar="DIR",
                    help="where metrics.json and the plots go (default: RUN/evaluation)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="fp32 is the exact reference; auto uses bf16 where the CPU has it natively")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    add_device(p)
+    add_precision(p, default=None, help="number format of the forward pass (default: the one "
+                  "training evaluated with, so the numbers match the training log)")
 
 
 def run(args) -> int:
@@ -51,7 +52,7 @@ def run(args) -> int:
     if args.tta and not getattr(split, "hflip", True):
         log(f"note: --tta flips images horizontally, which changes their meaning "
             f"for {bundle.source!r}.")
-    common = dict(precision=args.precision, batch_size=args.batch_size,
+    common = dict(precision=args.precision or "auto", batch_size=args.batch_size,
                   preprocess=loaded.preprocess, label_map=label_map, log=log)
 
     temperature = loaded.temperature

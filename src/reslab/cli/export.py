@@ -5,35 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reslab.cli.options import PRECISIONS, add_checkpoint, add_json, refuse_precision
+
+# auto means fp32 here: an artifact runs on machines other than this one, so it does not
+# follow this CPU's bf16 support. int8 exists only for export (it quantizes the weights).
+EXPORT_PRECISIONS = (*PRECISIONS, "int8")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    parser.add_argument(
-        "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
-    )
+    add_checkpoint(parser)
+    parser.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
     parser.add_argument("--out", default=None,
                         help="artifact folder to write (default: RUN/export/FORMAT, with -PRECISION "
                              "unless fp32; next to a checkpoint file outside a run: "
                              "NAME-FORMAT[-PRECISION])")  # fmt: skip
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "int8"],
-        help="number format inside the artifact (default fp32)",
-    )
+    parser.add_argument("--precision", default="fp32", choices=EXPORT_PRECISIONS,
+                        help="number format inside the artifact: auto and fp32 are fp32 (portable), "
+                             "int8 quantizes (default fp32)")  # fmt: skip
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="dataset for the parity check and int8 calibration "
-        "(default: the one named in the checkpoint's config)",
-    )
-    parser.add_argument(
-        "--parity-images",
-        type=int,
-        default=256,
-        help="validation images compared against PyTorch (default 256)",
-    )
+    parser.add_argument("--data", default=None,
+                        help="dataset for the parity check and int8 calibration "
+                             "(default: the one named in the checkpoint's config)")  # fmt: skip
+    parser.add_argument("--parity-images", type=int, default=256,
+                        help="validation images compared against PyTorch (default 256)")  # fmt: skip
+    add_json(parser, "the artifact's files and parity figures")
 
 
 def default_out(checkpoint: str, fmt: str, precision: str) -> Path:
@@ -47,15 +42,28 @@ def default_out(checkpoint: str, fmt: str, precision: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
     from ..export.artifact import export_model
 
-    export_model(
+    refuse_precision("reslab export", args.precision, {
+        "fp16": "fp16 artifacts are not built (CPU runtimes have no fast fp16 path and the "
+                "parity check would fail); bf16 halves the size the same way"})  # fmt: skip
+    precision = "fp32" if args.precision == "auto" else args.precision
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    result = export_model(
         args.checkpoint,
         args.format,
-        args.out or default_out(args.checkpoint, args.format, args.precision),
-        precision=args.precision,
+        args.out or default_out(args.checkpoint, args.format, precision),
+        precision=precision,
         opset=args.opset,
         data=args.data,
         parity_images=args.parity_images,
+        log=log,
     )
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), indent=2, default=str))
     return 0

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from reslab.cli.options import add_checkpoint, add_device, add_json, add_precision
+
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint file or run folder")
+    add_checkpoint(p)
     p.add_argument("paths", nargs="+", metavar="PATHS",
                    help="image files, folders (recursive) or globs")
     p.add_argument("--topk", "--top-k", type=int, default=5, help="labels per image (default 5)")
-    p.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV file")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--out", "--csv", dest="csv", metavar="FILE.csv",
+                   help="also write the predictions to this CSV file")
+    add_json(p, "the predictions")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    add_device(p)
+    add_precision(p)
 
 
 def write_csv(predictions, path, topk: int) -> None:

@@ -21,6 +21,7 @@ from ..config import TrainConfig
 from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError
 from .optim import build_optimizer
+from .progress import track
 from .state import seed_everything
 
 
@@ -165,7 +166,7 @@ def lr_find(
         ratio = (end_lr / start_lr) ** (1.0 / (num_steps - 1))
         avg, best = 0.0, math.inf
         epoch, batches = 0, iter(())
-        for i in range(num_steps):
+        for i in track(range(num_steps), "lr-find"):
             try:
                 x, y = next(batches)
             except StopIteration:

@@ -288,7 +288,8 @@ def evaluate(
         yield first
         yield from it
 
-    logits, labels = collect_logits(fn, chain(), tta=tta, label_map=label_map)
+    total = len(batches) if hasattr(batches, "__len__") else None
+    logits, labels = collect_logits(fn, chain(), tta=tta, label_map=label_map, total=total)
     return metrics_from_logits(
         logits, labels, classes, temperature=temperature, tta=tta, inference=how
     )

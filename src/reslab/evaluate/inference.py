@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..device import resolve_precision
+from ..engine.progress import track
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -107,7 +108,8 @@ def fast_model(
 
 
 def collect_logits(
-    fn: Logits, batches: Iterable, tta: bool = False, label_map: torch.Tensor | None = None
+    fn: Logits, batches: Iterable, tta: bool = False, label_map: torch.Tensor | None = None,
+    total: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``fn`` over ``(x, y)`` batches and gathers the logits and labels on the CPU.
 
@@ -117,11 +119,12 @@ def collect_logits(
         tta: average the logits of each image and its horizontal mirror (test-time
             augmentation; the flip is the augmentation every ResNet recipe trains with).
         label_map: optional (num_data_classes,) tensor mapping data labels to model classes.
+        total: batches expected, for the progress bar shown on a terminal.
     Returns:
         ``logits`` (N, num_classes) float32 and ``labels`` (N,) int64, both on the CPU.
     """
     all_logits, all_labels = [], []
-    for x, y in batches:
+    for x, y in track(batches, "evaluate", total):
         out = fn(x)
         if tta:
             out = 0.5 * (out + fn(torch.flip(x, dims=[3])))

@@ -187,8 +187,8 @@ def _check(model, out, samples, precision, say) -> tuple[ParityReport, dict | No
     """Loads the artifact back and compares it with the PyTorch model (and the labels)."""
     artifact = load_artifact(out)
     with torch.no_grad():
-        reference = run_batches(model, samples.images)
-    candidate = run_batches(artifact, samples.images)
+        reference = run_batches(model, samples.images, label="parity: PyTorch")
+    candidate = run_batches(artifact, samples.images, label="parity: artifact")
     parity = compare_logits(reference, candidate, precision, samples.source)
     say(parity.describe())
     if samples.labels is None:
