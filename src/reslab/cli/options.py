@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 from reslab.errors import ConfigError
 
@@ -60,6 +62,36 @@ def refuse_precision(verb: str, precision: str | None, refused: dict[str, str]) 
         usable = [p for p in PRECISIONS if p not in refused]
         raise ConfigError(f"{verb} --precision {precision}: {refused[precision]}; use one of "
                           f"{', '.join(usable)}.")  # fmt: skip
+
+
+def check_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> Path:
+    """Refuses an output path that cannot be written, before any work starts.
+
+    Args:
+        path: where the verb will write.
+        kind: ``"dir"`` (a folder, created with its parents) or ``"file"`` (its parent
+            folders are created).
+        flag: the option's name, for the message.
+    Returns:
+        ``path`` as a Path.
+    Raises:
+        ConfigError saying what is in the way and what to pass instead.
+    """
+    path = Path(path)
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; pass a folder (it is created if missing).")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; pass a file name, e.g. {path}/out.csv.")
+    existing = path if path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, so nothing can be created "
+                          "under it; choose another place.")  # fmt: skip
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; choose a "
+                          "folder you may write to.")  # fmt: skip
+    return path
 
 
 @contextlib.contextmanager

@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
                    help="split evaluated when metrics are missing")
     p.add_argument("--top-losses", type=int, default=8, help="highest-loss images to explain")
     p.add_argument("--layer", help="Grad-CAM layer (default: the last stage)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: the batch training evaluated with)")
     add_device(p)
     add_precision(p, default=None, help="number format of the evaluation passes (default: the "
                   "one training evaluated with, so the page agrees with the training log)")
@@ -46,9 +47,10 @@ def run(args) -> int:
 
     if args.top_losses < 0:
         raise ConfigError(f"--top-losses must be >= 0, received {args.top_losses}.")
-    path = write_report(run_folder_of(args), data=args.data, split=args.split,
-                        top_losses=args.top_losses, layer=args.layer, precision=args.precision or "auto",
-                        batch_size=args.batch_size, device=resolve_device(args.device))  # fmt: skip
+    folder = run_folder_of(args)
+    path = write_report(folder, data=args.data, split=args.split, top_losses=args.top_losses,
+                        layer=args.layer, precision=args.precision, batch_size=args.batch_size,
+                        device=resolve_device(args.device))  # fmt: skip
     if args.json:
         print(json.dumps({"report": str(path)}))
     else:

@@ -107,6 +107,23 @@ def fast_model(
     return run, f"optimize_for_inference: {info.describe() if info is not None else precision}"
 
 
+def inference_fn(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    precision: str = "auto",
+    *,
+    eager: bool = False,
+    log=None,
+    num_images: int | None = None,
+) -> tuple[Logits, str]:
+    """``fast_model``, or with ``eager=True`` the path training evaluates with: the eager
+    model under ``precision``'s autocast, so the numbers equal the training log's."""
+    if eager:
+        fn, how = _eager(model, precision)
+        return fn, f"{how}, as in training"
+    return fast_model(model, example_input, precision, log=log, num_images=num_images)
+
+
 def collect_logits(
     fn: Logits, batches: Iterable, tta: bool = False, label_map: torch.Tensor | None = None,
     total: int | None = None,

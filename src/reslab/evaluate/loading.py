@@ -35,6 +35,19 @@ class LoadedRun:
     checkpoint: dict = field(default_factory=dict, repr=False)  # everything but the weights
 
     @property
+    def train_precision(self) -> str:
+        """The precision training evaluated with (``config.precision``; ``auto`` resolves
+        the same way on the same kind of machine)."""
+        return str(self.config.get("precision") or "auto")
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The batch size training evaluated with (``data.eval_batch_size``, else twice the
+        training batch), so a re-evaluation sees the same batches."""
+        data = self.config.get("data") or {}
+        return int(data.get("eval_batch_size") or 2 * int(data.get("batch_size") or 128))
+
+    @property
     def data_source(self) -> str | None:
         """The dataset the run was trained on (``config.data.source``), if recorded."""
         src = (self.config.get("data") or {}).get("source")
