@@ -443,10 +443,13 @@ def load_config(
         where = str(path)
         path = resolve_recipe(path)  # a file, or a packaged recipe's name (fmnist_fast)
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 loaded = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it "
+                              "as UTF-8 (YAML files are UTF-8).") from None
         if not isinstance(loaded, dict):
             kind = type(loaded).__name__
             raise ConfigError(f"{path} must hold a mapping of keys (received {kind}).")

@@ -52,8 +52,9 @@ def inference_settings(args, loaded, log) -> dict:
     precision = loaded.train_precision if eager else args.precision
     batch_size = args.batch_size or loaded.eval_batch_size
     if eager:
-        log(f"precision {precision} on the eager model, as training evaluated (the numbers "
-            "match the training log); --precision auto takes the fast inference path")
+        log(f"evaluating as training did (precision={precision} from the run's config, eager "
+            f"model, batch {batch_size}), so the numbers match the training log; pass "
+            "--precision auto for the fast inference path")
     return dict(precision=precision, batch_size=batch_size, eager=eager)
 
 

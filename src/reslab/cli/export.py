@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reslab.cli.options import PRECISIONS, add_checkpoint, add_json, refuse_precision
+from reslab.cli.options import PRECISIONS, add_checkpoint, add_json, check_output, refuse_precision
 
 # auto means fp32 here: an artifact runs on machines other than this one, so it does not
 # follow this CPU's bf16 support. int8 exists only for export (it quantizes the weights).
@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         "fp16": "fp16 artifacts are not built (CPU runtimes have no fast fp16 path and the "
                 "parity check would fail); bf16 halves the size the same way"})  # fmt: skip
     precision = "fp32" if args.precision == "auto" else args.precision
+    out = check_output(args.out or default_out(args.checkpoint, args.format, precision), "dir")
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = export_model(
         args.checkpoint,
         args.format,
-        args.out or default_out(args.checkpoint, args.format, precision),
+        out,
         precision=precision,
         opset=args.opset,
         data=args.data,

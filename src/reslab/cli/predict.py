@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reslab.cli.options import add_checkpoint, add_device, add_json, add_precision
+from reslab.cli.options import add_checkpoint, add_device, add_json, add_precision, check_output
 
 
 def add_arguments(p) -> None:
@@ -21,7 +21,9 @@ def add_arguments(p) -> None:
 def write_csv(predictions, path, topk: int) -> None:
     """One row per readable image: path, then label_i and prob_i for i = 1..k."""
     import csv
+    from pathlib import Path
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path"] + [c for i in range(1, topk + 1) for c in (f"label_{i}", f"prob_{i}")])
@@ -58,6 +60,8 @@ def run(args) -> int:
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be >= 1, received {args.topk}.")
+    if args.csv:
+        check_output(args.csv, "file")
     log = lambda *a: print(*a, file=sys.stderr)  # noqa: E731 - stdout stays machine-readable
     loaded = load_run(args.checkpoint, resolve_device(args.device))
     if loaded.temperature is not None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from reslab.cli.options import add_device, add_json, add_precision
+from reslab.cli.options import add_device, add_json, add_precision, check_output
 from reslab.errors import ConfigError
 
 
@@ -40,6 +40,7 @@ def run_folder_of(args) -> str:
 
 def run(args) -> int:
     import json
+    from pathlib import Path
 
     from reslab.evaluate import write_report
 
@@ -48,6 +49,8 @@ def run(args) -> int:
     if args.top_losses < 0:
         raise ConfigError(f"--top-losses must be >= 0, received {args.top_losses}.")
     folder = run_folder_of(args)
+    if Path(folder).is_dir():
+        check_output(Path(folder) / "report.html", "file", flag="the report")
     path = write_report(folder, data=args.data, split=args.split, top_losses=args.top_losses,
                         layer=args.layer, precision=args.precision, batch_size=args.batch_size,
                         device=resolve_device(args.device))  # fmt: skip

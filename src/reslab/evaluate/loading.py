@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.transforms import check_preprocess
 from ..errors import ConfigError, DataError, WeightsError
 from ..files import load_checkpoint
 from ..models.checkpoint import model_from_checkpoint
@@ -126,7 +127,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
             "the checkpoint is inconsistent."
         )
     model.classes = classes
-    preprocess = preprocess_of(model)
+    preprocess = check_preprocess(preprocess_of(model), str(ckpt_path))
     model.preprocess = preprocess
     heavy = ("model", "optimizer", "scheduler", "ema", "scaler")
     meta = {k: v for k, v in ckpt.items() if k not in heavy}
