@@ -68,7 +68,7 @@ def test_experiment_speaks_the_standard_names_and_keeps_the_old_ones():
 
 
 @pytest.mark.parametrize("verb, expected", [("train", "(default: 10, or the recipe's)"),
-                                            ("evaluate", "(default: 256)"),
+                                            ("report", "(default: 8)"),
                                             ("predict", "(default: 64)")])  # fmt: skip
 def test_help_shows_defaults(verb, expected):
     assert expected in " ".join(build_verb_parser(verb).format_help().split())

@@ -78,12 +78,28 @@ def build_verb_parser(name: str) -> argparse.ArgumentParser:
     return sub
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the moment of each message (a redirected or
+    captured stderr included), not the stream that was current when it was created."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: int) -> None:
     """The ``reslab`` logger writes plain messages to stderr; library code logs under it."""
     logger = logging.getLogger("reslab")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)

@@ -6,6 +6,7 @@ evaluation data, checked against the model's classes before any image is read.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,8 @@ def label_map_for(data_classes: list[str], model_classes: list[str]) -> torch.Te
     return torch.tensor([index[c] for c in data_classes], dtype=torch.long)
 
 
-def load_eval_data(run: LoadedRun, source: str | None, *, check: bool = False, log=print):
+def load_eval_data(run: LoadedRun, source: str | None, *, check: bool = False,
+                   log=logging.getLogger("reslab.evaluate").info):  # fmt: skip
     """Loads the dataset a run is judged on, split exactly as in training.
 
     The train/val split of a folder without ``val/`` depends on ``val_fraction`` and the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -408,7 +409,7 @@ def write_report(
     precision: str | None = None,
     batch_size: int | None = None,
     device: str = "cpu",
-    log=print,
+    log=logging.getLogger("reslab.evaluate").info,
 ) -> Path:
     """Writes ``RUN_DIR/report.html``, one self-contained page about a run.
 
@@ -422,7 +423,7 @@ def write_report(
             evaluated with, on the eager model, so the page agrees with the training log).
         batch_size: evaluation batch size (default: the one training evaluated with).
         device: where the model runs.
-        log: ``print``-like callable for progress notes.
+        log: callable for progress notes (default: the ``reslab.evaluate`` logger).
     Returns:
         The path of ``report.html``.
     """

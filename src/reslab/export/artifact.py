@@ -17,6 +17,7 @@ the checkpoint's dataset is at hand (generated images otherwise). A failed check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def export_model(
     opset: int | None = None,
     data: str | None = None,
     parity_images: int = 256,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> ExportResult:
     """Exports a reslab checkpoint to a checked artifact folder.
 
@@ -157,7 +158,8 @@ def export_model(
         opset: ONNX opset (default 18).
         data: dataset for parity/calibration images; default: the one in the checkpoint's config.
         parity_images: how many validation images the check uses.
-        log: where progress and the parity line go.
+        log: where progress and the parity line go (default: the ``reslab.export`` logger;
+            None: silent).
     Returns:
         ``ExportResult``.
     Raises:

@@ -23,6 +23,7 @@ compile -> eager) and say what and why.
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 import time
 import warnings
@@ -293,7 +294,7 @@ def optimize_for_inference(
     validation=None,
     device: str | torch.device | None = None,
     max_images: int | None = 2048,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> OptimizedModel:
     """Returns a fast inference version of ``model`` (see the module docstring).
 
@@ -315,7 +316,7 @@ def optimize_for_inference(
             ``(x, y)``); with int8, top-1 of fp32 and int8 on them is measured and printed.
         device: where to run; default: the model's device.
         max_images: cap on calibration and validation images (None: all).
-        log: where messages go (None: silent).
+        log: where messages go (default: the ``reslab.export`` logger; None: silent).
     Returns:
         An ``OptimizedModel``; ``.info`` records the choices and every fallback.
     """

@@ -16,6 +16,7 @@ twin, so their peer is reslab's own eager model.
 from __future__ import annotations
 
 import copy
+import logging
 import platform
 import statistics
 import time
@@ -232,7 +233,7 @@ def run_bench(
     int8: bool = True,
     backends: tuple[str, ...] = (),
     num_classes: int = 1000,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> dict:
     """Measures inference (and training) throughput of reslab's paths against the peer.
 
@@ -248,7 +249,7 @@ def run_bench(
         backends: extra rows for the optimised path with other backends (``eager``, ``jit``),
             to compare them with the default side by side.
         num_classes: classifier size.
-        log: progress messages (None: silent).
+        log: progress messages (default: the ``reslab.export`` logger; None: silent).
     Returns:
         A JSON-ready dict: settings, machine, and per mode a list of rows
         (``images_per_s``, ``gflops``, ``vs_fp32``, ``vs_bf16cl``...).
