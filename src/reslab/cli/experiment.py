@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reslab.cli.options import PRECISIONS, add_device, add_json
+from reslab.cli.options import PRECISIONS, HelpFormatter, add_device, add_json
 
 
 def add_data(p: argparse.ArgumentParser, **kw) -> None:
@@ -22,10 +22,14 @@ def add_seeds(p: argparse.ArgumentParser, default: list[int], help: str) -> None
                    help=argparse.SUPPRESS)  # fmt: skip
 
 
+FMT = {"formatter_class": HelpFormatter}  # each experiment's --help shows the defaults
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
 
-    d = sub.add_parser("degradation", help="plain vs residual nets of two depths (He et al. 2015, Fig. 6)")
+    d = sub.add_parser("degradation", **FMT,
+                       help="plain vs residual nets of two depths (He et al. 2015, Fig. 6)")
     add_data(d, default="fashion-mnist", help="fashion-mnist (default), cifar10, digits, a folder")
     d.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
     d.add_argument("--epochs", type=int, default=10, help="epochs for every model (default 10)")
@@ -37,21 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--seed", type=int, default=0)
     add_device(d)
     d.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the training runs")
-    d.add_argument("--out", default="runs/degradation")
+    d.add_argument("--out", default="runs/degradation", help="where the results and figures go")
     d.add_argument("--merge", nargs="+", metavar="RUN_OUT",
                    help="train nothing: join the degradation.json of runs made side by side "
                         "(one model each, same setup) into --out")  # fmt: skip
 
-    g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)")
+    g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)", **FMT)
     add_data(g, default="fashion-mnist", help="the batch's source")
     g.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
     g.add_argument("--batch-size", dest="batch", type=int, default=256, help="images in the measured batch")
     g.add_argument("--batch", dest="batch", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_seeds(g, [0, 1, 2], "initialisations averaged")
-    g.add_argument("--out", default="runs/gradients")
+    g.add_argument("--out", default="runs/gradients", help="where the results and figures go")
 
-    h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time")
-    h.add_argument("--config", required=True, help="recipe name or YAML file, e.g. fmnist_fast (`reslab recipes` lists them)")
+    h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time", **FMT)
+    h.add_argument("--config", required=True,
+                   help="recipe name or YAML file, e.g. fmnist_fast (`reslab recipes` lists them)")
     add_seeds(h, [0], "one training per seed")
     h.add_argument("--target", type=float, default=0.94, help="accuracy whose time-to-reach is reported")
     h.add_argument("--time-batches", type=int, default=None,
@@ -59,10 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--test-every", type=int, default=1, help="evaluate the test set every N epochs")
     h.add_argument("--tta-flip", action="store_true",
                    help="score the test set with flip test-time augmentation (the plain score is kept too)")
-    h.add_argument("--out", default="runs/headline")
+    h.add_argument("--out", default="runs/headline", help="where the results and figures go")
     h.add_argument("overrides", nargs="*", help="config overrides, e.g. epochs=5 optim.lr=0.2")
 
-    t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits")
+    t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits", **FMT)
     t.add_argument("--weights", default="reslab:resnet20_fashion_mnist",
                    help="pretrained source (reslab:NAME, a run folder, a .safetensors file)")
     t.add_argument("--labels", type=int, nargs="+", default=[5, 20, 0],
@@ -72,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=None, help="default: about --steps updates, 4-60 epochs")
     t.add_argument("--steps", type=int, default=300, help="optimizer steps per arm when --epochs is not given")
     add_device(t)
-    t.add_argument("--out", default="runs/transfer")
+    t.add_argument("--out", default="runs/transfer", help="where the results and figures go")
     t.add_argument("--merge", nargs="+", metavar="RUN_OUT",
                    help="train nothing: join the transfer.json of runs into --out; an arm rerun "
                         "in a later run replaces the earlier result")  # fmt: skip

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reslab:NAME, torchvision:ARCH.TAG, timm:..., hf:..., a weights file or a run folder")
     p.add_argument("--model", metavar="NAME", help="architecture (default: the weights' own)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--config", metavar="RECIPE", help="recipe name or YAML file, e.g. finetune_digits (`reslab recipes` lists them)")
+    p.add_argument("--config", metavar="RECIPE",
+                   help="recipe name or YAML file, e.g. finetune_digits (`reslab recipes` lists them)")
     p.add_argument("--strategy", choices=["auto", "linear", "full", "gradual", "discriminative"],
                    help="what trains (default auto: chosen from the images per class)")
     p.add_argument("--bn", choices=["auto", "train", "frozen", "eval"],

@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image folder, CSV manifest, or fashion-mnist / digits / cifar10")  # fmt: skip
     p.add_argument("--model", metavar="NAME", help="architecture (see `reslab models`), e.g. resnet20")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--config", metavar="RECIPE", help="recipe name or YAML file, e.g. fmnist_resnet20 (`reslab recipes` lists them)")
+    p.add_argument("--config", metavar="RECIPE",
+                   help="recipe name or YAML file, e.g. fmnist_resnet20 (`reslab recipes` lists them)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size", help="global batch (all processes)")
     p.add_argument("--lr", type=float, help="peak learning rate")
