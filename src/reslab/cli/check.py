@@ -76,11 +76,15 @@ def report_path(out: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from reslab.data import check_dataset
     from reslab.data.health import MIN_PER_CLASS
+    from reslab.engine.progress import TaskProgress
 
     k = MIN_PER_CLASS if args.min_per_class is None else args.min_per_class
     if args.out:
         report_path(args.out)  # refuse an unwritable --out before the (long) scan
-    report = check_dataset(args.data, full=not args.fast, min_per_class=k)
+
+    # the scan reports no steps, so the bar pulses and shows the elapsed time on a terminal
+    with TaskProgress("check (fast scan)" if args.fast else "check (full scan)"):
+        report = check_dataset(args.data, full=not args.fast, min_per_class=k)
     text = json.dumps(report.to_dict(), indent=2)
     out = report_path(args.out) if args.out else None
     if out is not None:
