@@ -83,10 +83,22 @@ def test_outputs_that_cannot_be_written_are_refused_before_work(ckpt, a_file, tm
         "export": ["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", under_a_file],
         "check": ["check", "digits", "--fast", "--out", under_a_file + ".json"],
         "predict": ["predict", "--checkpoint", ckpt, str(tmp_path), "--out", str(tmp_path)],
-        "report": ["report", "--checkpoint", str(a_file)],
+        "report": ["report", "--checkpoint", str(run_folder_with_a_folder_for_report(ckpt, tmp_path))],
     }[verb]
     code, err = run(capsys, *argv)
     assert code == 2 and err.startswith("error: "), err
+
+
+def run_folder_with_a_folder_for_report(ckpt: str, tmp_path):
+    """A run folder whose report.html is a folder: the report cannot be written there."""
+    import shutil
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, run / "checkpoints" / "best.pt")
+    (run / "config.yaml").write_text("epochs: 1\n")
+    (run / "report.html").mkdir()
+    return run
 
 
 def test_a_folder_given_as_an_output_file_is_refused(ckpt, tmp_path, capsys):

@@ -81,7 +81,8 @@ def check_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> Pat
     if kind == "dir" and path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file; pass a folder (it is created if missing).")
     if kind == "file" and path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; pass a file name, e.g. {path}/out.csv.")
+        raise ConfigError(f"{flag} {path} is a folder where a file is to be written; pass a "
+                          "file name, or move that folder away.")  # fmt: skip
     existing = path if path.exists() else path.parent
     while not existing.exists():
         existing = existing.parent
