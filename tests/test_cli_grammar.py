@@ -105,3 +105,19 @@ def test_zsh_completion_wraps_the_bash_function(capsys):
     assert main(["completion", "zsh"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("#compdef reslab") and "bashcompinit" in text and "_reslab()" in text
+
+
+def test_train_and_export_json_leave_only_the_document_on_stdout(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RESLAB_FUSED_BN", "0")  # its first compile (~30 s) is not under test
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "resnet20", "--epochs", "1", "--out", str(run),
+                 "--json", "threads=1"]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    summary = json.loads(out.out)  # the epoch lines went to stderr
+    assert summary["epochs_run"] == 1 and "epoch 1/1" in out.err
+    assert main(["export", "--checkpoint", str(run), "--format", "torchscript", "--json",
+                 "--parity-images", "32"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["model_path"].endswith("model.pt") and result["parity"]["n"] == 32
