@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test test-fast system bench clean
+.PHONY: demo test test-fast test-installed system bench clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ test: $(VENV)/.all system
 test-fast: $(VENV)/.all
 	$(PY) -m pytest -m "not slow"
 
+# The wheel built from this checkout, installed outside it and run from another folder
+# (packaged recipes, `reslab train --config fmnist_fast` for one tiny epoch, `reslab demo --quick`).
+test-installed: $(VENV)/.all
+	$(PY) -m pytest tests/test_installed.py
+
 bench: $(VENV)/.all
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

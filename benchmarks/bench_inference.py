@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from reslab.export.bench import format_table, run_bench
+    from reslab.export.throughput_vs_torchvision import format_table, run_bench
 
     iters = args.iters or (2 if args.quick else 10)
     cases = [("resnet50", 32, 224), ("resnet20", 256, 28)]

@@ -29,13 +29,13 @@ if step 2 speed; then
 fi
 
 step 3 training runs || { stamp done; exit 0; }
-fm=(--data fashion-mnist --config configs/fmnist_resnet20.yaml --device cuda)
+fm=(--data fashion-mnist --config fmnist_resnet20 --device cuda)
 ( python3 -m reslab train "${fm[@]}" --out "$work/r20" overwrite=true > "$work/r20.log" 2>&1 \
   && python3 -m reslab evaluate --checkpoint "$work/r20" --json > "$work/evaluate.json" 2> "$work/evaluate.err" \
   && python3 -m reslab export --checkpoint "$work/r20" --format onnx --out "$work/r20_onnx" > "$work/export.log" 2>&1 ) &
 ( python3 -m reslab train "${fm[@]}" --epochs 2 --out "$work/r20_compile" compile=true overwrite=true \
   > "$work/r20_compile.log" 2>&1 ) &
-timeout "$budget" python3 -m reslab experiment headline --config configs/fmnist_best.yaml --seeds 0 --tta-flip \
+timeout "$budget" python3 -m reslab experiment headline --config fmnist_best --seeds 0 --tta-flip \
   --out "$work/best" device=cuda threads=4 > "$work/best.log" 2>&1 &
 wait
 stamp "fmnist_best: resume to the end, then test accuracy of its last checkpoint"

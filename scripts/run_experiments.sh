@@ -71,12 +71,12 @@ transfergradual)
   ;;
 timing)
   # docs/results/fashion-mnist.md, "time per epoch": a few training batches through `fit`.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --time-batches 20 --out "$OUT/fmnist_fast_timing"
-  $RESLAB experiment headline --config configs/fmnist_best.yaml --time-batches 6 --out "$OUT/fmnist_best_timing"
-  $RESLAB experiment headline --config configs/tutorial_recipe.yaml --time-batches 3 --out "$OUT/tutorial_recipe_timing"
+  $RESLAB experiment headline --config fmnist_fast --time-batches 20 --out "$OUT/fmnist_fast_timing"
+  $RESLAB experiment headline --config fmnist_best --time-batches 6 --out "$OUT/fmnist_best_timing"
+  $RESLAB experiment headline --config tutorial_recipe --time-batches 3 --out "$OUT/tutorial_recipe_timing"
   # the fast recipe with wider or deeper nets, timed side by side (10 batches each)
   for m in resnet20 wrn28_2 wrn16_4 resnet56; do
-    $RESLAB experiment headline --config configs/fmnist_fast.yaml --time-batches 10 --out "$OUT/fast_timing_$m" \
+    $RESLAB experiment headline --config fmnist_fast --time-batches 10 --out "$OUT/fast_timing_$m" \
       model.name=$m
   done
   ;;
@@ -95,36 +95,36 @@ cost)
 fast)
   # docs/results/fashion-mnist.md: the fast recipe trained to the end on this CPU, test
   # accuracy (plain and with flip TTA) after every epoch against training seconds.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 --tta-flip --out "$OUT/fast_cpu_1t" threads=1
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 --tta-flip --out "$OUT/fast_cpu_1t" threads=1
   ;;
 fast2t)
   # docs/results/fashion-mnist.md: seeds 1 and 2, then seed 0 again, with both cores
   # (reslab's default threads), measured when the machine was otherwise idle.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 1 2 --tta-flip --out "$OUT/fast_cpu_2t"
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 --tta-flip --out "$OUT/fast_cpu_2t_seed0"
+  $RESLAB experiment headline --config fmnist_fast --seeds 1 2 --tta-flip --out "$OUT/fast_cpu_2t"
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 --tta-flip --out "$OUT/fast_cpu_2t_seed0"
   ;;
 fastfused)
   # docs/results/fashion-mnist.md: the three seeds again, after the fused BatchNorm + ReLU kernel.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 --tta-flip --out "$OUT/fast_fused_seed0"
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 1 2 --tta-flip --out "$OUT/fast_fused_seeds12"
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 --tta-flip --out "$OUT/fast_fused_seed0"
+  $RESLAB experiment headline --config fmnist_fast --seeds 1 2 --tta-flip --out "$OUT/fast_fused_seeds12"
   ;;
 fastprogressive)
   # docs/results/fashion-mnist.md: the fast recipe with smaller images in its first 7 epochs.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 1 2 --tta-flip \
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 1 2 --tta-flip \
     --out "$OUT/fast_progressive" data.progressive_resize.min_size=16 data.progressive_resize.end_epoch=8
   ;;
 fast5min)
   # docs/results/fashion-mnist.md: the accuracy a 5-minute budget reaches, the fast recipe's
   # one-cycle schedule compressed into the 6 epochs that fit in it.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 1 2 --tta-flip \
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 1 2 --tta-flip \
     --out "$OUT/fast_5min" epochs=6
   ;;
 fast3seeds)
   # the headline claim in full: mean of 3 seeds on this CPU.
-  $RESLAB experiment headline --config configs/fmnist_fast.yaml --seeds 0 1 2 --tta-flip --out "$OUT/fast"
+  $RESLAB experiment headline --config fmnist_fast --seeds 0 1 2 --tta-flip --out "$OUT/fast"
   ;;
 best)
-  $RESLAB experiment headline --config configs/fmnist_best.yaml --seeds 0 --tta-flip --out "$OUT/best"
+  $RESLAB experiment headline --config fmnist_best --seeds 0 --tta-flip --out "$OUT/best"
   ;;
 figures)
   # the CPU epoch times of the best and tutorial recipes: `timing` on the near-idle machine,

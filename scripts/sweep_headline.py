@@ -45,9 +45,9 @@ EXTRA_ARCHS = {
 }
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = str(ROOT / "configs/fmnist_fast.yaml")
-BEST = str(ROOT / "configs/fmnist_best.yaml")
-TUTORIAL = str(ROOT / "configs/tutorial_recipe.yaml")
+FAST = "fmnist_fast"
+BEST = "fmnist_best"
+TUTORIAL = "tutorial_recipe"
 
 
 def _job(config, epochs, *overrides):

@@ -13,7 +13,7 @@ import torch
 
 from reslab import cpu_memory
 from reslab.cli.main import main
-from reslab.export.bench import peer_model, time_interleaved
+from reslab.export.throughput_vs_torchvision import peer_model, time_interleaved
 
 
 def test_bench_json_for_a_tiny_config(capsys):

@@ -12,7 +12,7 @@ from reslab.cli.main import main
 from reslab.config import FinetuneConfig, TrainConfig, load_config, parse_overrides, save_config
 from reslab.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "src/reslab/recipes").glob("*.yaml"))
 
 
 def test_yaml_then_overrides_take_precedence(tmp_path):

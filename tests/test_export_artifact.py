@@ -82,12 +82,13 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(ckpt, images, tmp_path, 
     assert session.get_inputs()[0].shape[0] == "batch"
 
 
-def test_onnx_int8_export_is_calibrated_and_checked(ckpt, images, tmp_path, capsys):
+def test_onnx_int8_export_is_calibrated_and_checked(ckpt, images, tmp_path, caplog):
     import onnx
     import onnxruntime as ort
 
     out = tmp_path / "onnx8"
-    result = export_model(ckpt, "onnx", out, precision="int8", parity_images=128)
+    with caplog.at_level("INFO", logger="reslab.export"):  # the library logs, never prints
+        result = export_model(ckpt, "onnx", out, precision="int8", parity_images=128)
     assert (
         result.parity.passed
         and result.accuracy["n"] == 128
@@ -100,7 +101,7 @@ def test_onnx_int8_export_is_calibrated_and_checked(ckpt, images, tmp_path, caps
     logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
     ref = _reference(x)
     assert (logits.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
-    assert "top-1 on 128 digits val images: artifact" in capsys.readouterr().out
+    assert "top-1 on 128 digits val images: artifact" in caplog.text
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -128,10 +129,12 @@ def test_exported_program_loads_with_torch_export(ckpt, images, tmp_path):
         torch.testing.assert_close(program(x[:n]), _reference(x[:n]), rtol=1e-4, atol=1e-4)
 
 
-def test_parity_falls_back_to_generated_images_without_data(images, tmp_path, capsys):
+def test_parity_falls_back_to_generated_images_without_data(images, tmp_path, capsys, caplog):
     ckpt = digits_checkpoint(tmp_path / "c.pt", source=str(tmp_path / "moved-away"))
-    result = export_model(ckpt, "torchscript", tmp_path / "gen", parity_images=16)
-    printed = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="reslab.export"):  # the library logs, never prints
+        result = export_model(ckpt, "torchscript", tmp_path / "gen", parity_images=16)
+    assert capsys.readouterr().out == ""
+    printed = caplog.text
     assert "using generated images instead" in printed and result.parity.source == "generated"
     assert result.parity.passed and result.accuracy is None
 

@@ -52,6 +52,16 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N.") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} asked for CUDA but no CUDA GPU is visible; use --device cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are "
+                          f"visible (cuda:0..cuda:{torch.cuda.device_count() - 1}).")  # fmt: skip
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r}: Apple's MPS backend is not available here (it "
+                          "needs macOS on Apple silicon and a PyTorch built with MPS); use "
+                          "--device cpu.")  # fmt: skip
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r} is not supported by reslab (received a {dev.type} "
+                          "device); use auto, cpu, cuda or cuda:N.")  # fmt: skip
     return dev
 
 

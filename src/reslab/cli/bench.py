@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..export.bench import format_table, run_bench
+    from ..export.throughput_vs_torchvision import format_table, run_bench
 
     # With --json, progress goes to stderr so stdout stays machine-readable.
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print

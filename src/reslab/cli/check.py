@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="image folder, CSV manifest or built-in name (fashion-mnist, digits, ...)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-    parser.add_argument("--out", metavar="REPORT.json", help="also write the JSON report to this file")
+    parser.add_argument("--out", metavar="DIR|FILE.json",
+                        help="also write the JSON report: into DIR/check.json, or to FILE.json")  # fmt: skip
     parser.add_argument("--min-per-class", type=int, default=None, metavar="K",
                         help="report classes with fewer than K training images (default 10)")
     parser.add_argument("--fast", action="store_true",
@@ -52,17 +54,44 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
+def report_path(out: str) -> Path:
+    """``--out``: a ``.json`` name is the file itself; anything else is a folder that gets
+    ``check.json`` (the same meaning --out has in the other verbs). Checked before the scan."""
+    from reslab.errors import ConfigError
+
+    path = Path(out)
+    if path.suffix.lower() != ".json":
+        path = path / "check.json"
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; pass a folder without a check.json folder "
+                          "inside, or a FILE.json.")  # fmt: skip
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write under {parent}; choose a writable place.")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from reslab.data import check_dataset
     from reslab.data.health import MIN_PER_CLASS
+    from reslab.engine.progress import TaskProgress
 
     k = MIN_PER_CLASS if args.min_per_class is None else args.min_per_class
-    report = check_dataset(args.data, full=not args.fast, min_per_class=k)
-    text = json.dumps(report.to_dict(), indent=2)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        report_path(args.out)  # refuse an unwritable --out before the (long) scan
+
+    # the scan reports no steps, so the bar pulses and shows the elapsed time on a terminal
+    with TaskProgress("check (fast scan)" if args.fast else "check (full scan)"):
+        report = check_dataset(args.data, full=not args.fast, min_per_class=k)
+    text = json.dumps(report.to_dict(), indent=2)
+    out = report_path(args.out) if args.out else None
+    if out is not None:
+        from reslab.files import write_text
+
+        write_text(out, text + "\n")
     print(text if args.json else format_report(report))
-    if args.out and not args.json:
-        print(f"report written to {args.out}")
+    if out is not None and not args.json:
+        print(f"report written to {out}")
     return 1 if report.blocking else 0

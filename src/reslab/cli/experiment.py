@@ -6,12 +6,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reslab.cli.options import PRECISIONS, HelpFormatter, add_device, add_json
+
+
+def add_data(p: argparse.ArgumentParser, **kw) -> None:
+    """``--data`` (the name every verb uses), with the older ``--dataset`` kept as a hidden alias."""
+    p.add_argument("--data", dest="dataset", metavar="DATA", **kw)
+    p.add_argument("--dataset", dest="dataset", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_seeds(p: argparse.ArgumentParser, default: list[int], help: str) -> None:
+    """``--seed`` taking one or more seeds, with the older ``--seeds`` as a hidden alias."""
+    p.add_argument("--seed", dest="seeds", type=int, nargs="+", default=default, help=help)
+    p.add_argument("--seeds", dest="seeds", type=int, nargs="+", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # fmt: skip
+
+
+FMT = {"formatter_class": HelpFormatter}  # each experiment's --help shows the defaults
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
 
-    d = sub.add_parser("degradation", help="plain vs residual nets of two depths (He et al. 2015, Fig. 6)")
-    d.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10, digits, a folder")
+    d = sub.add_parser("degradation", **FMT,
+                       help="plain vs residual nets of two depths (He et al. 2015, Fig. 6)")
+    add_data(d, default="fashion-mnist", help="fashion-mnist (default), cifar10, digits, a folder")
     d.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
     d.add_argument("--epochs", type=int, default=10, help="epochs for every model (default 10)")
     d.add_argument("--subset", type=int, default=None, help="class-balanced training images (default all)")
@@ -20,46 +39,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--grad-seeds", type=int, nargs="+", default=[0, 1, 2], help="initialisations averaged")
     d.add_argument("--batch-size", type=int, default=128)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--precision", default="auto")
-    d.add_argument("--out", default="runs/degradation")
+    add_device(d)
+    d.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the training runs")
+    d.add_argument("--out", default="runs/degradation", help="where the results and figures go")
     d.add_argument("--merge", nargs="+", metavar="RUN_OUT",
                    help="train nothing: join the degradation.json of runs made side by side "
                         "(one model each, same setup) into --out")  # fmt: skip
 
-    g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)")
-    g.add_argument("--dataset", default="fashion-mnist")
+    g = sub.add_parser("gradients", help="per-layer gradient norms at initialisation (seconds)", **FMT)
+    add_data(g, default="fashion-mnist", help="the batch's source")
     g.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
-    g.add_argument("--batch", type=int, default=256, help="images in the measured batch")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="initialisations averaged")
-    g.add_argument("--out", default="runs/gradients")
+    g.add_argument("--batch-size", dest="batch", type=int, default=256, help="images in the measured batch")
+    g.add_argument("--batch", dest="batch", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_seeds(g, [0, 1, 2], "initialisations averaged")
+    g.add_argument("--out", default="runs/gradients", help="where the results and figures go")
 
-    h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time")
-    h.add_argument("--config", required=True, help="e.g. configs/fmnist_fast.yaml")
-    h.add_argument("--seeds", type=int, nargs="+", default=[0])
+    h = sub.add_parser("headline", help="train a config over seeds; test accuracy vs wall-clock time", **FMT)
+    h.add_argument("--config", required=True,
+                   help="recipe name or YAML file, e.g. fmnist_fast (`reslab recipes` lists them)")
+    add_seeds(h, [0], "one training per seed")
     h.add_argument("--target", type=float, default=0.94, help="accuracy whose time-to-reach is reported")
     h.add_argument("--time-batches", type=int, default=None,
                    help="only time this many training batches and extrapolate the epoch (slow recipes)")
     h.add_argument("--test-every", type=int, default=1, help="evaluate the test set every N epochs")
     h.add_argument("--tta-flip", action="store_true",
                    help="score the test set with flip test-time augmentation (the plain score is kept too)")
-    h.add_argument("--out", default="runs/headline")
+    h.add_argument("--out", default="runs/headline", help="where the results and figures go")
     h.add_argument("overrides", nargs="*", help="config overrides, e.g. epochs=5 optim.lr=0.2")
 
-    t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits")
+    t = sub.add_parser("transfer", help="Fashion-MNIST weights vs from scratch on few-label digits", **FMT)
     t.add_argument("--weights", default="reslab:resnet20_fashion_mnist",
                    help="pretrained source (reslab:NAME, a run folder, a .safetensors file)")
     t.add_argument("--labels", type=int, nargs="+", default=[5, 20, 0],
                    help="labelled images per class; 0 means all (default 5 20 0)")
     t.add_argument("--strategies", nargs="+", default=["linear", "full", "gradual", "discriminative"])
-    t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    add_seeds(t, [0], "one run per seed and arm")
     t.add_argument("--epochs", type=int, default=None, help="default: about --steps updates, 4-60 epochs")
     t.add_argument("--steps", type=int, default=300, help="optimizer steps per arm when --epochs is not given")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--out", default="runs/transfer")
+    add_device(t)
+    t.add_argument("--out", default="runs/transfer", help="where the results and figures go")
     t.add_argument("--merge", nargs="+", metavar="RUN_OUT",
                    help="train nothing: join the transfer.json of runs into --out; an arm rerun "
                         "in a later run replaces the earlier result")  # fmt: skip
+
+
+    for p in (d, g, h, t):
+        add_json(p, "the results")
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -81,8 +106,21 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "merge", None):
-        return _merge(args)
+    import json
+
+    from reslab.cli.options import stdout_for_json
+
+    with stdout_for_json(args.json):  # with --json, the tables go to stderr
+        if getattr(args, "merge", None):
+            return _merge(args)
+        code, res = _run_experiment(args)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str, ensure_ascii=False))
+    return code
+
+
+def _run_experiment(args: argparse.Namespace) -> tuple[int, dict]:
+    """Runs the chosen experiment; returns the exit code and its result."""
     if args.experiment == "degradation":
         from reslab.experiments.degradation import run_degradation
 
@@ -93,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, out=args.out,
         )  # fmt: skip
         print((Path(args.out) / "table.md").read_text())
-        return 0 if res["table"] else 1
+        return (0 if res["table"] else 1), res
     if args.experiment == "gradients":
         from reslab.experiments.gradients import run_gradient_study
 
@@ -102,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for name, row in res["summary"].items():
             print(f"{name:10s} early/late {row['early_late']:8.2f}   max/min {row['spread']:9.1f}")
-        return 0
+        return 0, res
     if args.experiment == "headline":
         from reslab.experiments.headline import describe_result, measure_recipe, run_recipe
 
@@ -110,13 +148,13 @@ def run(args: argparse.Namespace) -> int:
             res = measure_recipe(args.config, batches=args.time_batches, overrides=args.overrides, out=args.out)
             print(f"{res['seconds_per_batch']:.3f} s/batch -> {res['epoch_seconds'] / 60:.1f} min/epoch "
                   f"({res['images_per_s']:.1f} images/s) on {res['machine_line']}")
-            return 0
+            return 0, res
         res = run_recipe(
             args.config, seeds=args.seeds, overrides=args.overrides, target=args.target,
             test_every=args.test_every, tta_flip=args.tta_flip, out=args.out,
         )  # fmt: skip
         print(describe_result(res))
-        return 0
+        return 0, res
     if args.experiment == "transfer":
         from reslab.experiments.transfer import run_transfer
 
@@ -125,5 +163,5 @@ def run(args: argparse.Namespace) -> int:
             seeds=args.seeds, epochs=args.epochs, steps=args.steps, device=args.device, out=args.out,
         )  # fmt: skip
         print((Path(args.out) / "table.md").read_text())
-        return 0
+        return 0, res
     raise AssertionError(args.experiment)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from reslab.cli.options import add_checkpoint, add_device, add_json
+
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint file or run folder")
+    add_checkpoint(p)
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or globs")
     p.add_argument("--layer",
                    help="layer to explain, e.g. layer3 or layer4.1 (default: the last stage)")
@@ -13,7 +14,8 @@ def add_arguments(p) -> None:
                    help="explain this class (name or index) instead of the predicted one")
     p.add_argument("--out", metavar="DIR",
                    help="where the PNGs go (default: RUN/explain or ./explain)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
+    add_json(p, "each image's prediction and overlay path")
 
 
 def run(args) -> int:
@@ -28,6 +30,14 @@ def run(args) -> int:
     results = explain_images(loaded.model, args.images, loaded.preprocess, loaded.classes, out,
                              layer=args.layer, target_class=args.target)
     done = [r for r in results if r.error is None]
+    if args.json:
+        import json
+
+        rows = [{"path": str(r.path), "predicted": r.predicted, "prob": r.prob, "true": r.true,
+                 "png": str(r.png)} for r in done]  # fmt: skip
+        skipped = [{"path": str(r.path), "error": str(r.error)} for r in results if r.error]
+        print(json.dumps({"explained": rows, "skipped": skipped}, indent=2, ensure_ascii=False))
+        return 0 if done else 1
     for r in done:
         mark = ""
         if r.true is not None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import PRECISIONS, add_json, stdout_for_json
 from reslab.cli.train import FLAGS as TRAIN_FLAGS
-from reslab.cli.train import collect_overrides, resumed_config
+from reslab.cli.train import collect_overrides, print_result, resumed_config, show_config_defaults
 from reslab.errors import ConfigError
 
 # flag -> dotted config key: reslab train's flags plus the fine-tuning ones
@@ -35,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reslab:NAME, torchvision:ARCH.TAG, timm:..., hf:..., a weights file or a run folder")
     p.add_argument("--model", metavar="NAME", help="architecture (default: the weights' own)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--config", metavar="YAML", help="recipe, e.g. configs/finetune_digits.yaml")
+    p.add_argument("--config", metavar="RECIPE",
+                   help="recipe name or YAML file, e.g. finetune_digits (`reslab recipes` lists them)")
     p.add_argument("--strategy", choices=["auto", "linear", "full", "gradual", "discriminative"],
                    help="what trains (default auto: chosen from the images per class)")
     p.add_argument("--bn", choices=["auto", "train", "frozen", "eval"],
@@ -53,11 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--workers", type=int, help="decoder processes for image folders")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--log", metavar="LIST", help="trackers: tensorboard,mlflow,wandb")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any config key, e.g. optim.name=adamw schedule.warmup_epochs=1")  # fmt: skip
+    add_json(p, "the run's summary.json")
+    show_config_defaults(p, {k: v for k, v in FLAGS.items() if not v.startswith("finetune.")})
 
 
 def build_config(args: argparse.Namespace):
@@ -83,5 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from reslab.finetune import finetune
 
     cfg = build_config(args)
-    finetune(cfg, resume=bool(args.resume))
+    with stdout_for_json(args.json):
+        result = finetune(cfg, resume=bool(args.resume))
+    print_result(result, args.json)
     return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from reslab.cli.options import add_checkpoint, add_device, add_json, add_precision, check_output
+
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint file or run folder")
+    add_checkpoint(p)
     p.add_argument("paths", nargs="+", metavar="PATHS",
                    help="image files, folders (recursive) or globs")
     p.add_argument("--topk", "--top-k", type=int, default=5, help="labels per image (default 5)")
-    p.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV file")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--out", "--csv", dest="csv", metavar="FILE.csv",
+                   help="also write the predictions to this CSV file")
+    add_json(p, "the predictions")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    add_device(p)
+    add_precision(p)
 
 
 def write_csv(predictions, path, topk: int) -> None:
     """One row per readable image: path, then label_i and prob_i for i = 1..k."""
     import csv
+    from pathlib import Path
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path"] + [c for i in range(1, topk + 1) for c in (f"label_{i}", f"prob_{i}")])
@@ -56,6 +60,8 @@ def run(args) -> int:
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be >= 1, received {args.topk}.")
+    if args.csv:
+        check_output(args.csv, "file")
     log = lambda *a: print(*a, file=sys.stderr)  # noqa: E731 - stdout stays machine-readable
     loaded = load_run(args.checkpoint, resolve_device(args.device))
     if loaded.temperature is not None:

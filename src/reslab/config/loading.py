@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from ..recipes import resolve_recipe
 from .schema import TrainConfig
 
 
@@ -132,7 +133,7 @@ def load_config(
     """Loads a recipe and applies overrides.
 
     Args:
-        path: a YAML file (None: the defaults).
+        path: a YAML file or a packaged recipe's name (None: the defaults).
         overrides: ``["optim.lr=0.05", "ema=true"]`` (values parsed as YAML) or a dict,
             nested (``{"optim": {"lr": 0.05}}``) or dotted (``{"optim.lr": 0.05}``).
     Returns:
@@ -144,14 +145,15 @@ def load_config(
     where = "the config"
     if path is not None:
         where = str(path)
-        if not os.path.exists(path):
-            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML recipe "
-                              "such as configs/fmnist_resnet20.yaml.")  # fmt: skip
+        path = resolve_recipe(path)  # a file, or a packaged recipe's name (fmnist_fast)
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 loaded = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it "
+                              "as UTF-8 (YAML files are UTF-8).") from None
         if not isinstance(loaded, dict):
             kind = type(loaded).__name__
             raise ConfigError(f"{path} must hold a mapping of keys (received {kind}).")

@@ -232,3 +232,43 @@ def eval_tensor_transform(preprocess: dict) -> Callable[[torch.Tensor], torch.Te
         v2.CenterCrop(preprocess["crop"]),
         _ToChannels(preprocess["input_size"][0]),
     ])  # fmt: skip
+
+
+def check_preprocess(preprocess: Any, where: str = "the checkpoint") -> dict:
+    """Validates a saved ``preprocess`` record before anything is built from it.
+
+    Args:
+        preprocess: the record (``input_size`` [C, H, W]; optional ``resize``, ``crop``,
+            ``mean``/``std`` with C or 1 entries).
+        where: what holds it, for the message.
+    Returns:
+        The record, unchanged.
+    Raises:
+        ConfigError naming the broken field, what it holds and what is expected.
+    """
+
+    def broken(field: str, expected: str) -> ConfigError:
+        got = preprocess.get(field) if isinstance(preprocess, dict) else preprocess
+        return ConfigError(f"{where} holds a broken preprocess record: {field}={got!r}, expected "
+                           f"{expected}. Use a checkpoint reslab saved, or repair its "
+                           "'preprocess' entry.")  # fmt: skip
+
+    if not isinstance(preprocess, dict):
+        raise broken("preprocess", "a mapping with input_size, resize, crop, mean and std")
+    size = preprocess.get("input_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 3
+            and all(isinstance(v, int) and v > 0 for v in size)):  # fmt: skip
+        raise broken("input_size", "[C, H, W], three positive integers")
+    for key in ("resize", "crop"):
+        value = preprocess.get(key)
+        if value is not None and not (isinstance(value, int) and value > 0):
+            raise broken(key, "a positive integer (pixels)")
+    for key in ("mean", "std"):
+        value = preprocess.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, (list, tuple)) and len(value) in (1, size[0])
+        ok = ok and all(isinstance(v, (int, float)) and (key == "mean" or v > 0) for v in value)
+        if not ok:
+            raise broken(key, f"a list of {size[0]} number(s){', all > 0' if key == 'std' else ''}")
+    return preprocess

@@ -2,7 +2,7 @@
 
     from reslab.config import load_config
     from reslab.engine import fit
-    result = fit(load_config("configs/fmnist_resnet20.yaml", ["data.source=fashion-mnist"]))
+    result = fit(load_config("fmnist_resnet20", ["data.source=fashion-mnist"]))
 
 Names are imported lazily (PEP 562) so ``import reslab.engine`` does no work.
 """

@@ -24,6 +24,7 @@ from ..device import resolve_device, resolve_precision, set_cpu_threads
 from ..errors import ConfigError
 from .batch_size import batch_sizes
 from .optim import build_optimizer
+from .progress import track
 from .schedule import range_test_schedule
 from .state import seed_everything
 from .step import RunningStats, TrainStep
@@ -208,7 +209,7 @@ def _sweep(step: TrainStep, loader, lrs: list[float], beta: float, diverge: floa
     stats = RunningStats(next(step.raw_model.parameters()).device)
     avg, best = 0.0, math.inf
     batches = _batches(loader)
-    for i, lr in enumerate(lrs):
+    for i, lr in enumerate(track(lrs, "lr-find")):
         x, y = next(batches)
         value = float(step(x, y, 0, i, True, stats))  # one sync per step: the sweep needs the value
         if not math.isfinite(value):

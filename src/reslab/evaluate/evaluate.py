@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from . import calibration as cal
 from . import metrics as M
-from .inference import collect_logits, fast_model, model_device
+from .inference import collect_logits, inference_fn, model_device
 
 
 @dataclass
@@ -204,7 +204,9 @@ def metrics_from_logits(
         classes=list(classes),
         logits=logits,
         labels=labels,
-        top1=acc[1],
+        # argmax (the first class on a tie), as training's accuracy and the confusion matrix
+        # count: topk breaks ties in bf16 logits arbitrarily, so it may differ by an image
+        top1=int((preds == labels).sum()) / len(labels) if labels.numel() else acc[1],
         top5=acc[5],
         top5_k=k5,
         loss=cal.nll(logits, labels),
@@ -254,6 +256,7 @@ def evaluate(
     preprocess: dict | None = None,
     label_map: torch.Tensor | None = None,
     log=None,
+    eager: bool = False,
 ) -> EvalResult:
     """Evaluates ``model`` on a split or loader.
 
@@ -270,6 +273,9 @@ def evaluate(
         preprocess: the checkpoint's preprocessing (default: ``model.preprocess``).
         label_map: maps the data's label indices to the model's (same classes, other order).
         log: optional ``print``-like callable.
+        eager: run the eager model under ``precision``'s autocast, the path training
+            evaluates with (give the run's precision and eval batch size to reproduce the
+            training log's number exactly), instead of the optimised inference path.
     Returns:
         An ``EvalResult``.
     """
@@ -282,13 +288,14 @@ def evaluate(
         num_images = len(batches) * len(first[0])  # an estimate: the compile-or-not decision
     except TypeError:
         num_images = None
-    fn, how = fast_model(model, first[0], precision, log=log, num_images=num_images)
+    fn, how = inference_fn(model, first[0], precision, eager=eager, log=log, num_images=num_images)
 
     def chain():
         yield first
         yield from it
 
-    logits, labels = collect_logits(fn, chain(), tta=tta, label_map=label_map)
+    total = len(batches) if hasattr(batches, "__len__") else None
+    logits, labels = collect_logits(fn, chain(), tta=tta, label_map=label_map, total=total)
     return metrics_from_logits(
         logits, labels, classes, temperature=temperature, tta=tta, inference=how
     )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..device import resolve_precision
+from ..engine.progress import track
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -106,8 +107,26 @@ def fast_model(
     return run, f"optimize_for_inference: {info.describe() if info is not None else precision}"
 
 
+def inference_fn(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    precision: str = "auto",
+    *,
+    eager: bool = False,
+    log=None,
+    num_images: int | None = None,
+) -> tuple[Logits, str]:
+    """``fast_model``, or with ``eager=True`` the path training evaluates with: the eager
+    model under ``precision``'s autocast, so the numbers equal the training log's."""
+    if eager:
+        fn, how = _eager(model, precision)
+        return fn, f"{how}, as in training"
+    return fast_model(model, example_input, precision, log=log, num_images=num_images)
+
+
 def collect_logits(
-    fn: Logits, batches: Iterable, tta: bool = False, label_map: torch.Tensor | None = None
+    fn: Logits, batches: Iterable, tta: bool = False, label_map: torch.Tensor | None = None,
+    total: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``fn`` over ``(x, y)`` batches and gathers the logits and labels on the CPU.
 
@@ -117,11 +136,12 @@ def collect_logits(
         tta: average the logits of each image and its horizontal mirror (test-time
             augmentation; the flip is the augmentation every ResNet recipe trains with).
         label_map: optional (num_data_classes,) tensor mapping data labels to model classes.
+        total: batches expected, for the progress bar shown on a terminal.
     Returns:
         ``logits`` (N, num_classes) float32 and ``labels`` (N,) int64, both on the CPU.
     """
     all_logits, all_labels = [], []
-    for x, y in batches:
+    for x, y in track(batches, "evaluate", total):
         out = fn(x)
         if tta:
             out = 0.5 * (out + fn(torch.flip(x, dims=[3])))

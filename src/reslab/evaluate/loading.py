@@ -6,6 +6,7 @@ evaluation data, checked against the model's classes before any image is read.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.transforms import check_preprocess
 from ..errors import ConfigError, DataError, WeightsError
 from ..files import load_checkpoint
 from ..models.checkpoint import model_from_checkpoint
@@ -33,6 +35,19 @@ class LoadedRun:
     run_dir: Path | None  # the run folder when the checkpoint lives in one
     temperature: float | None = None  # from the run's temperature.json, if fitted
     checkpoint: dict = field(default_factory=dict, repr=False)  # everything but the weights
+
+    @property
+    def train_precision(self) -> str:
+        """The precision training evaluated with (``config.precision``; ``auto`` resolves
+        the same way on the same kind of machine)."""
+        return str(self.config.get("precision") or "auto")
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The batch size training evaluated with (``data.eval_batch_size``, else twice the
+        training batch), so a re-evaluation sees the same batches."""
+        data = self.config.get("data") or {}
+        return int(data.get("eval_batch_size") or 2 * int(data.get("batch_size") or 128))
 
     @property
     def data_source(self) -> str | None:
@@ -113,7 +128,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
             "the checkpoint is inconsistent."
         )
     model.classes = classes
-    preprocess = preprocess_of(model)
+    preprocess = check_preprocess(preprocess_of(model), str(ckpt_path))
     model.preprocess = preprocess
     heavy = ("model", "optimizer", "scheduler", "ema", "scaler")
     meta = {k: v for k, v in ckpt.items() if k not in heavy}
@@ -156,7 +171,8 @@ def label_map_for(data_classes: list[str], model_classes: list[str]) -> torch.Te
     return torch.tensor([index[c] for c in data_classes], dtype=torch.long)
 
 
-def load_eval_data(run: LoadedRun, source: str | None, *, check: bool = False, log=print):
+def load_eval_data(run: LoadedRun, source: str | None, *, check: bool = False,
+                   log=logging.getLogger("reslab.evaluate").info):  # fmt: skip
     """Loads the dataset a run is judged on, split exactly as in training.
 
     The train/val split of a folder without ``val/`` depends on ``val_fraction`` and the

@@ -1,4 +1,5 @@
-"""``predict``: top-k labels with probabilities for image files, folders and globs.
+"""``predict``: top-k labels with probabilities for image files, folders, globs, PIL images
+and image tensors.
 
 Images are preprocessed exactly as at evaluation time (the checkpoint's ``preprocess``),
 decoded a batch at a time on a few threads, and run through the fast inference path.
@@ -25,10 +26,10 @@ from .inference import fast_model, model_device
 
 @dataclass
 class Prediction:
-    """The model's answer for one file.
+    """The model's answer for one image.
 
     Attributes:
-        path: the image file.
+        path: the image file, or ``<image N>`` / ``<tensor N>`` for an in-memory input.
         labels: top-k class names, most probable first (empty when ``error`` is set).
         indices: their class indices.
         probs: their probabilities in 0..1.
@@ -121,11 +122,63 @@ def _load(path: str, transform, in_chans: int) -> torch.Tensor | str:
         return f"{type(e).__name__}: {e}"
 
 
+def _transform_image(image, transform) -> torch.Tensor | str:
+    """A PIL image or an image tensor through the eval pipeline, or why it cannot be used."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3:
+            return f"expected an image tensor (C, H, W), received shape {tuple(image.shape)}"
+        if image.is_floating_point() and (image.min() < 0 or image.max() > 1):
+            return ("a float image tensor must hold values in 0..1 (received "
+                    f"{float(image.min()):.3g}..{float(image.max()):.3g}); pass raw pixels, "
+                    "not an already normalised input")  # fmt: skip
+    try:
+        return transform(image)
+    except Exception as e:  # an odd mode or size must not stop the other images
+        return f"{type(e).__name__}: {e}"
+
+
+def _items(inputs) -> list[tuple[str, object]]:
+    """What to predict, in the order given: ``(name, source)`` where source is a file path,
+    a PIL image, an image tensor, or an error string for an argument that matched nothing."""
+    from PIL import Image
+
+    if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
+        inputs = [inputs]
+    items: list[tuple[str, object]] = []
+    seen: set[str] = set()
+    for n, item in enumerate(inputs):
+        if isinstance(item, torch.Tensor) and item.dim() == 4:  # a batch (B, C, H, W)
+            items += [(f"<tensor {n}[{i}]>", t) for i, t in enumerate(item)]
+        elif isinstance(item, torch.Tensor):
+            items.append((f"<tensor {n}>", item))
+        elif isinstance(item, Image.Image):
+            items.append((getattr(item, "filename", "") or f"<image {n}>", item))
+        elif isinstance(item, (str, os.PathLike)):
+            files, missing = expand_paths([item])
+            items += [(p, f"error: {why}") for p, why in missing]
+            for f in files:
+                if (key := str(Path(f).resolve())) not in seen:
+                    seen.add(key)
+                    items.append((f, Path(f)))
+        else:
+            raise ConfigError(f"predict takes image paths, folders, globs, PIL images or image "
+                              f"tensors; received a {type(item).__name__}.")  # fmt: skip
+    return items
+
+
+def _prepare(source, transform, in_chans: int) -> torch.Tensor | str:
+    if isinstance(source, str) and source.startswith("error: "):
+        return source[len("error: "):]
+    if isinstance(source, Path):
+        return _load(str(source), transform, in_chans)
+    return _transform_image(source, transform)
+
+
 def predict(
     model: nn.Module,
-    paths: Iterable[str | os.PathLike],
-    preprocess: dict,
-    classes: list[str],
+    inputs,
+    preprocess: dict | None = None,
+    classes: list[str] | None = None,
     *,
     topk: int = 5,
     batch_size: int = 64,
@@ -134,57 +187,60 @@ def predict(
     workers: int = 4,
     log=None,
 ) -> list[Prediction]:
-    """Top-k predictions for image files, folders (recursive) or glob patterns.
+    """Top-k predictions for image files, folders, globs, PIL images or image tensors.
 
     Args:
-        model: the trained classifier.
-        paths: files, folders or globs.
-        preprocess: the checkpoint's preprocessing (input size, resize, mean, std).
-        classes: class names, index -> name.
+        model: the trained classifier (``load_run(...).model`` carries its preprocess and
+            classes, so the two arguments below can be left out).
+        inputs: one of, or a list mixing: a file, a folder (recursive), a glob, a PIL image,
+            an image tensor (C, H, W) or a batch of them (B, C, H, W), uint8 0..255 or float
+            0..1. Every image is resized, cropped and normalised like the training's.
+        preprocess: the checkpoint's preprocessing (default: ``model.preprocess``).
+        classes: class names, index -> name (default: ``model.classes``).
         topk: how many labels per image (capped at the number of classes).
         batch_size: images per forward pass.
         temperature: optional fitted temperature: probabilities from ``softmax(logits / T)``.
-        precision: ``auto`` (fast path), ``bf16`` or ``fp32``.
+        precision: ``auto`` (fast path), ``bf16``, ``fp16`` or ``fp32``.
         workers: decoding threads.
         log: optional ``print``-like callable for notes.
     Returns:
-        One ``Prediction`` per file found, in order; unreadable files and arguments that
-        matched nothing come back with ``error`` set instead of labels.
+        One ``Prediction`` per image, in order (``path`` is the file, or ``<image N>`` /
+        ``<tensor N>``); unusable inputs come back with ``error`` set instead of labels.
     """
     from ..data import eval_transform
+    from ..engine.progress import track
 
+    preprocess = preprocess or getattr(model, "preprocess", None)
+    classes = classes or getattr(model, "classes", None)
+    if not preprocess or not classes:
+        raise ConfigError("predict needs the model's preprocess and classes: pass them, or a "
+                          "model from reslab.evaluate.load_run, which carries both.")  # fmt: skip
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, received {topk}.")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, received {batch_size}.")
     if len(classes) != getattr(model, "num_classes", len(classes)):
-        raise ConfigError(
-            f"{len(classes)} class names for a model with {model.num_classes} outputs."
-        )
-    files, missing = expand_paths(paths)
-    results = {p: Prediction(p, error=why) for p, why in missing}
-    order = [p for p, _ in missing] + files
-    transform = eval_transform(preprocess)
-    in_chans = int(preprocess["input_size"][0])
-    device = model_device(model)
-    k = min(topk, len(classes))
-    fn = None
+        raise ConfigError(f"{len(classes)} class names for a model with {model.num_classes} outputs.")
+    items = _items(inputs)
+    transform, in_chans = eval_transform(preprocess), int(preprocess["input_size"][0])
+    device, k, fn = model_device(model), min(topk, len(classes)), None
+    results: list[Prediction] = []
+    starts = range(0, len(items), batch_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            loaded = list(pool.map(lambda p: _load(p, transform, in_chans), chunk))
-            good = [(p, t) for p, t in zip(chunk, loaded) if isinstance(t, torch.Tensor)]
-            for p, t in zip(chunk, loaded):
+        for start in track(starts, "predict"):
+            chunk = items[start : start + batch_size]
+            loaded = list(pool.map(lambda it: _prepare(it[1], transform, in_chans), chunk))
+            good = [t for t in loaded if isinstance(t, torch.Tensor)]
+            if good:
+                x = torch.stack(good).to(device)  # (B, C, H, W)
+                if fn is None:
+                    fn, _ = fast_model(model, x, precision, log=log, num_images=len(items))
+                probs = F.softmax(fn(x).float().double() / (temperature or 1.0), dim=1)
+                top = iter(zip(*(v.tolist() for v in probs.topk(k, dim=1))))
+            for (name, _), t in zip(chunk, loaded):
                 if not isinstance(t, torch.Tensor):
-                    results[p] = Prediction(p, error=t)
-            if not good:
-                continue
-            x = torch.stack([t for _, t in good]).to(device)  # (B, C, H, W)
-            if fn is None:
-                fn, _ = fast_model(model, x, precision, log=log, num_images=len(files))
-            logits = fn(x).float()
-            probs = F.softmax(logits.double() / (temperature or 1.0), dim=1)
-            top = probs.topk(k, dim=1)
-            for (p, _), pv, iv in zip(good, top.values.tolist(), top.indices.tolist()):
-                results[p] = Prediction(p, [classes[i] for i in iv], iv, pv)
-    return [results[p] for p in order]
+                    results.append(Prediction(name, error=t))
+                    continue
+                pv, iv = next(top)
+                results.append(Prediction(name, [classes[i] for i in iv], list(iv), list(pv)))
+    return results

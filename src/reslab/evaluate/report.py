@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -25,32 +25,12 @@ from ..errors import ConfigError, ReslabError
 from ..files import atomic_write_bytes
 from . import report_html as H
 from .evaluate import evaluate, metrics_from_logits
-from .inference import fast_model, model_device
+from .inference import inference_fn, model_device
 from .loading import LoadedRun, load_eval_data, load_run, pick_split
+from .run_files import describe_duration, read_history, read_json, reproduce_command
 
 EVAL_DIR = "evaluation"  # RUN_DIR/evaluation/metrics.json + plots, written by `reslab evaluate`
 HEALTH_FILES = ("health.json", "check.json", "data_health.json")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_history(path: Path) -> list[dict]:
-    """Rows of ``metrics.jsonl`` (one JSON object per epoch); unreadable lines are skipped."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def _top_losses(fn, batches, k: int, label_map=None):
@@ -84,14 +64,6 @@ def _eval_loader(split, run: LoadedRun, batch_size: int):
                        device=str(model_device(run.model)))
 
 
-def _training_command(run_dir: Path, summary: dict | None, config: dict) -> str:
-    for src in (summary or {}, config):
-        cmd = src.get("command")
-        if cmd:
-            return cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
-    return f"reslab train --config {run_dir / 'config.yaml'}"
-
-
 def _side_by_side(left, right, gap: int = 6) -> bytes:
     """Two PIL images of one size next to each other on white, as PNG bytes."""
     import io
@@ -120,9 +92,9 @@ class _Report:
         self.run, self.log = run, log
         self.run_dir: Path = run.run_dir
         self.sections: list[tuple[str, str, str]] = []  # (anchor, nav label, html)
-        self.metrics: dict | None = _read_json(self.run_dir / EVAL_DIR / "metrics.json")
+        self.metrics: dict | None = read_json(self.run_dir / EVAL_DIR / "metrics.json")
         self.history = read_history(self.run_dir / "metrics.jsonl")
-        self.summary = _read_json(self.run_dir / "summary.json") or {}
+        self.summary = read_json(self.run_dir / "summary.json") or {}
         self.bundle = None
         self.data_error: str | None = None
         self.top = None
@@ -153,8 +125,10 @@ class _Report:
         loss_split = getattr(b, loss_name)
         batches = iter(_eval_loader(loss_split, run, batch_size))
         first = next(batches)
-        fn, how = fast_model(run.model, first[0], precision, log=self.log,
-                             num_images=len(loss_split))
+        eager = precision is None  # the path and precision training evaluated with
+        precision = run.train_precision if eager else precision
+        fn, how = inference_fn(run.model, first[0], precision, eager=eager, log=self.log,
+                               num_images=len(loss_split))  # fmt: skip
         logits, labels, self.top = _top_losses(fn, itertools.chain([first], batches),
                                                top_losses, label_map)
         self.top_split = loss_name
@@ -166,7 +140,7 @@ class _Report:
                                           inference=how)
             else:
                 res = evaluate(run.model, eval_split, run.classes, temperature=run.temperature,
-                               precision=precision, batch_size=batch_size,
+                               precision=precision, batch_size=batch_size, eager=eager,
                                preprocess=run.preprocess, label_map=label_map, log=self.log)
             res.extra = {"split": eval_name, "data": str(b.source),
                          "checkpoint": str(run.checkpoint_path)}
@@ -191,7 +165,7 @@ class _Report:
         best = max((h for h in self.history if isinstance(h.get("val_acc"), (int, float))),
                    key=lambda h: h["val_acc"], default=None)
         optim = run.config.get("optim") or {}
-        command = _training_command(self.run_dir, self.summary, run.config)
+        command = reproduce_command(self.run_dir, self.summary, run.config)
         rows = [
             ("architecture", args.get("name", cfg.get("architecture"))),
             ("paper", cfg.get("paper")),
@@ -208,13 +182,10 @@ class _Report:
             ("fine-tuned from", (run.config.get("finetune") or {}).get("pretrained")),
             ("best validation accuracy",
              f"{H.pct(best['val_acc'])} (epoch {best.get('epoch')})" if best else None),
-            (f"top-1 on {m.get('split', 'evaluation')} split", H.pct(m.get("top1")) if m else None),
+            *self.accuracy_rows(),
             ("calibration error (ECE)", H.pct(m.get("ece")) if m else None),
-            ("test accuracy at the end of training", H.pct(self.summary.get("test_acc"))
-             if isinstance(self.summary.get("test_acc"), (int, float)) else None),
             ("trained in", self.summary.get("precision")),
-            ("training time", f"{self.summary['wall_time_s'] / 60:.1f} min"
-             if isinstance(self.summary.get("wall_time_s"), (int, float)) else None),
+            ("training time", describe_duration(self.summary)),
             ("checkpoint", str(run.checkpoint_path)),
             ("reproduce with", H.Raw(f"<code>{H.escape(command)}</code>")),
         ]
@@ -226,6 +197,24 @@ class _Report:
         )
         self.add("model", "Model card", "Model card", "What this model is and how it was made.",
                  H.kv_table(rows) + limits)
+
+    def accuracy_rows(self) -> list[tuple]:
+        """The evaluation's top-1 and the training log's test accuracy, each labelled with
+        the precision it ran in, and a word on why they differ when they do."""
+        m, test = self.metrics or {}, self.summary.get("test_acc")
+        rows = []
+        if m:
+            rows.append((f"top-1 on {m.get('split', 'evaluation')} split (evaluation: "
+                         f"{m.get('inference') or 'unrecorded precision'})", H.pct(m.get("top1"))))
+        if isinstance(test, (int, float)):
+            rows.append((f"test accuracy in the training log (training's evaluation: "
+                         f"{self.summary.get('precision', 'unrecorded precision')})", H.pct(test)))
+        if m and isinstance(test, (int, float)) and m.get("split") == "test" \
+                and abs(m.get("top1", test) - test) > 1e-12:
+            rows.append(("why two test accuracies", "they ran in different precisions or "
+                         "inference paths (above); `reslab evaluate` without --precision "
+                         "reproduces the training log's number"))
+        return rows
 
     def add_data(self):
         b = self.bundle
@@ -243,7 +232,7 @@ class _Report:
                  if isinstance(v, (str, int, float, bool)) and k != "source"])
             body += "<h3>Images per class</h3>" + H.split_table(list(b.classes), counts)
         health = (b.health if b is not None else None) or next(
-            (h for f in HEALTH_FILES if isinstance(h := _read_json(self.run_dir / f), dict)), None)
+            (h for f in HEALTH_FILES if isinstance(h := read_json(self.run_dir / f), dict)), None)
         if health:
             body += "<h3>Health check</h3>" + H.health_html(health)
         elif b is not None:
@@ -380,7 +369,7 @@ class _Report:
     def render(self) -> str:
         page = resources.files("reslab.evaluate").joinpath("report.html")
         tpl = Template(page.read_text("utf-8"))
-        from .. import __version__
+        __version__ = package_version()
 
         run = self.run
         arch = (run.checkpoint.get("model_args") or {}).get("name", "model")
@@ -399,6 +388,17 @@ class _Report:
         )
 
 
+def package_version() -> str:
+    """reslab's installed version (read from the package metadata: the report module does
+    not import the top-level package, which sits above it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reslab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def write_report(
     run_dir: str | os.PathLike,
     *,
@@ -406,10 +406,10 @@ def write_report(
     split: str | None = None,
     top_losses: int = 8,
     layer: str | None = None,
-    precision: str = "auto",
-    batch_size: int = 256,
+    precision: str | None = None,
+    batch_size: int | None = None,
     device: str = "cpu",
-    log=print,
+    log=logging.getLogger("reslab.evaluate").info,
 ) -> Path:
     """Writes ``RUN_DIR/report.html``, one self-contained page about a run.
 
@@ -419,10 +419,11 @@ def write_report(
         split: split for the evaluation when it must be run (default test, else val).
         top_losses: how many highest-loss validation images to explain with Grad-CAM.
         layer: Grad-CAM layer (default the last stage).
-        precision: inference precision for the evaluation passes.
-        batch_size: evaluation batch size.
+        precision: inference precision for the evaluation passes (default: the one training
+            evaluated with, on the eager model, so the page agrees with the training log).
+        batch_size: evaluation batch size (default: the one training evaluated with).
         device: where the model runs.
-        log: ``print``-like callable for progress notes.
+        log: callable for progress notes (default: the ``reslab.evaluate`` logger).
     Returns:
         The path of ``report.html``.
     """
@@ -435,7 +436,7 @@ def write_report(
     if top_losses < 0:
         raise ConfigError(f"top_losses must be >= 0, received {top_losses}.")
     rep = _Report(run, log)
-    rep.load_data(data, split, top_losses, batch_size, precision)
+    rep.load_data(data, split, top_losses, batch_size or run.eval_batch_size, precision)
     rep.add_model_card()
     rep.add_data()
     rep.add_training()

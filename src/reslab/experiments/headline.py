@@ -1,6 +1,6 @@
 """Headline results: a config trained over seeds, test accuracy against wall-clock time.
 
-``run_recipe`` trains a YAML recipe (``configs/fmnist_fast.yaml``, ``fmnist_best.yaml``)
+``run_recipe`` trains a recipe (a packaged one such as ``fmnist_fast``, or any YAML file)
 once per seed with ``fit``, records the test accuracy after every epoch together with the
 cumulative *training* seconds (evaluation excluded: it is measurement, not training), and
 reports the mean and spread over seeds and the time to reach a target accuracy.

@@ -25,7 +25,7 @@ _EXPORTS = {
     "ExportResult": "artifact",
     "compare_logits": "parity",
     "ParityReport": "parity",
-    "run_bench": "bench",
+    "run_bench": "throughput_vs_torchvision",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

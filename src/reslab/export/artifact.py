@@ -17,6 +17,7 @@ the checkpoint's dataset is at hand (generated images otherwise). A failed check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data.transforms import check_preprocess
 from ..errors import ConfigError, ReslabError
 from .cast import cast_model
 from .fuse import fold_batchnorm
@@ -62,8 +64,19 @@ class ExportResult:
     accuracy: dict | None
 
 
-def check_export_args(fmt: str, precision: str, opset: int | None = None) -> None:
-    """Raises ``ConfigError`` for a format/precision pair that cannot be exported (before work)."""
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets PyTorch's exporter writes here: 17 up to its newest."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # private, but the only record of it
+    except ImportError:
+        ONNX_MAX_OPSET = 20
+    return 17, int(ONNX_MAX_OPSET)
+
+
+def check_export_args(fmt: str, precision: str, opset: int | None = None,
+                      parity_images: int = 256) -> None:  # fmt: skip
+    """Raises ``ConfigError`` for options that cannot be exported, before any work: the
+    format/precision pair, the opset range, the parity image count, a missing extra."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}.")
     if precision not in ("fp32", "bf16", "int8"):
@@ -73,6 +86,16 @@ def check_export_args(fmt: str, precision: str, opset: int | None = None) -> Non
         raise ConfigError(f"--format {fmt} with --precision {precision}: {why}.")
     if opset is not None and fmt != "onnx":
         raise ConfigError(f"--opset applies to --format onnx only (received --format {fmt}).")
+    low, high = opset_range()
+    if opset is not None and not low <= opset <= high:
+        raise ConfigError(f"--opset {opset} is out of range: PyTorch's ONNX exporter writes "
+                          f"opsets {low} to {high}; leave it out for the default (18).")  # fmt: skip
+    if parity_images < 1:
+        raise ConfigError(f"--parity-images {parity_images}: the parity check needs at least 1 "
+                          "image (default 256).")  # fmt: skip
+    from .extras import require_extra
+
+    require_extra(fmt)
 
 
 def _preprocess_of(model: nn.Module, ckpt: dict) -> dict:
@@ -122,7 +145,7 @@ def export_model(
     opset: int | None = None,
     data: str | None = None,
     parity_images: int = 256,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> ExportResult:
     """Exports a reslab checkpoint to a checked artifact folder.
 
@@ -135,7 +158,8 @@ def export_model(
         opset: ONNX opset (default 18).
         data: dataset for parity/calibration images; default: the one in the checkpoint's config.
         parity_images: how many validation images the check uses.
-        log: where progress and the parity line go.
+        log: where progress and the parity line go (default: the ``reslab.export`` logger;
+            None: silent).
     Returns:
         ``ExportResult``.
     Raises:
@@ -146,7 +170,7 @@ def export_model(
     from .samples import samples_for
 
     say = log or (lambda _m: None)
-    check_export_args(fmt, precision, opset)
+    check_export_args(fmt, precision, opset, parity_images)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the artifact.")
@@ -157,7 +181,7 @@ def export_model(
         raise ConfigError(
             f"the checkpoint lists {len(classes)} classes but its model has {model.num_classes} outputs."
         )
-    preprocess = _preprocess_of(model, ckpt)
+    preprocess = check_preprocess(_preprocess_of(model, ckpt), "the checkpoint")
     data = data or ((ckpt.get("config") or {}).get("data") or {}).get("source")
     samples = samples_for(preprocess, data, n=parity_images, log=say)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,8 +215,8 @@ def _check(model, out, samples, precision, say) -> tuple[ParityReport, dict | No
     """Loads the artifact back and compares it with the PyTorch model (and the labels)."""
     artifact = load_artifact(out)
     with torch.no_grad():
-        reference = run_batches(model, samples.images)
-    candidate = run_batches(artifact, samples.images)
+        reference = run_batches(model, samples.images, label="parity: PyTorch")
+    candidate = run_batches(artifact, samples.images, label="parity: artifact")
     parity = compare_logits(reference, candidate, precision, samples.source)
     say(parity.describe())
     if samples.labels is None:

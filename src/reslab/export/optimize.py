@@ -23,6 +23,7 @@ compile -> eager) and say what and why.
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 import time
 import warnings
@@ -36,6 +37,7 @@ from ..device import cpu_bf16_support
 from ..errors import ConfigError
 from .fuse import fold_batchnorm
 from .parity import batches_of, compare_logits
+from .quantize import report_int8_accuracy
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "eager", "jit", "compile")
@@ -280,19 +282,6 @@ def compile_frozen(net: Callable, example: torch.Tensor) -> Callable:
     return compiled
 
 
-def _top1(fn, validation, limit: int | None) -> tuple[float, int]:
-    correct = total = 0
-    for x, y in batches_of(validation, limit):
-        if y is None:
-            raise ConfigError(
-                "validation data must carry labels: pass (images, labels) or a loader of (x, y)."
-            )
-        pred = torch.as_tensor(fn(x)).float().cpu().argmax(1)
-        correct += (pred == y.cpu()).sum().item()
-        total += len(y)
-    return correct / max(total, 1), total
-
-
 def optimize_for_inference(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -305,7 +294,7 @@ def optimize_for_inference(
     validation=None,
     device: str | torch.device | None = None,
     max_images: int | None = 2048,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> OptimizedModel:
     """Returns a fast inference version of ``model`` (see the module docstring).
 
@@ -327,21 +316,13 @@ def optimize_for_inference(
             ``(x, y)``); with int8, top-1 of fp32 and int8 on them is measured and printed.
         device: where to run; default: the model's device.
         max_images: cap on calibration and validation images (None: all).
-        log: where messages go (None: silent).
+        log: where messages go (default: the ``reslab.export`` logger; None: silent).
     Returns:
         An ``OptimizedModel``; ``.info`` records the choices and every fallback.
     """
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
-    if not isinstance(example_input, torch.Tensor) or example_input.ndim != 4:
-        raise ConfigError(
-            "example_input must be a float tensor (B, C, H, W); received "
-            f"{type(example_input).__name__} {tuple(getattr(example_input, 'shape', ()))}."
-        )
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = _check_inputs(model, example_input, device)
     notes: list[str] = []
     chosen, why = _resolve_precision(precision, device, notes)
     reference = copy.deepcopy(model).float().eval().to(device)
@@ -362,16 +343,9 @@ def optimize_for_inference(
         if built is None:
             continue
         net, used, static_batch = built
-        info = InferenceInfo(
-            precision=prec,
-            requested=precision,
-            backend=used,
-            device=str(device),
-            channels_last=prec != "int8",
-            folded=len(report.folded),
-            static_batch=static_batch,
-            reasons=[why, backend_why],
-        )
+        info = InferenceInfo(precision=prec, requested=precision, backend=used, device=str(device),
+                             channels_last=prec != "int8", folded=len(report.folded),
+                             static_batch=static_batch, reasons=[why, backend_why])  # fmt: skip
         opt = OptimizedModel(net, _DTYPES[prec], info.channels_last, device, info, model)
         if validate:
             parity = compare_logits(ref_logits, opt(example), prec, source="example")
@@ -380,14 +354,26 @@ def optimize_for_inference(
                 notes.append(f"{prec} {used} rejected: {parity.describe()}")
                 continue
         if prec == "int8":
-            info.int8_accuracy = _report_int8(reference, opt, validation, max_images, say)
-        info.fallbacks = notes
-        info.prepare_s = time.perf_counter() - t0
+            info.int8_accuracy = report_int8_accuracy(reference, opt, validation, max_images, say)
+        info.fallbacks, info.prepare_s = notes, time.perf_counter() - t0
         for note in notes:
             say(f"optimize_for_inference fallback: {note}")
         say(f"optimize_for_inference: {info.describe()}")
         return opt
     raise RuntimeError("no inference path worked here: " + "; ".join(notes))
+
+
+def _check_inputs(model: nn.Module, example_input, device) -> torch.device:
+    """Refuses an example that is not a (B, C, H, W) tensor; the device to run on."""
+    if not isinstance(example_input, torch.Tensor) or example_input.ndim != 4:
+        raise ConfigError(
+            "example_input must be a float tensor (B, C, H, W); received "
+            f"{type(example_input).__name__} {tuple(getattr(example_input, 'shape', ()))}."
+        )
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    return torch.device(device)
 
 
 def _fallback_formats(chosen: str, notes: list[str]) -> list[str]:
@@ -424,32 +410,12 @@ def _build(folded, prec, backend, example, device, calibration, max_images, note
     return None
 
 
-def _report_int8(reference, opt, validation, max_images, say) -> dict | None:
-    if validation is None:
-        say("int8 accuracy drop not measured: pass validation=(images, labels) to measure it.")
-        return None
-    acc = _measure_int8(reference, opt, validation, max_images)
-    say(
-        f"int8 accuracy on {acc['n']} validation images: top-1 {100 * acc['int8_top1']:.2f}% "
-        f"vs fp32 {100 * acc['fp32_top1']:.2f}% (drop {acc['drop_points']:.2f} points)"
-    )
-    return acc
-
-
 def _build_int8(folded, example, calibration, max_images) -> Callable:
     from .quantize import quantize_pt2e
 
     cal = batches_of(calibration if calibration is not None else example, max_images)
     quantized = quantize_pt2e(folded, example.cpu(), (x for x, _ in cal))
     return compile_frozen(quantized, example.cpu())
-
-
-def _measure_int8(reference: nn.Module, opt: nn.Module, validation, max_images) -> dict:
-    """Top-1 of the eager fp32 model and of the int8 model on the same labelled images."""
-    with torch.no_grad():
-        fp32, n = _top1(lambda x: reference(x.to(opt.device)), validation, max_images)
-    int8, _ = _top1(opt, validation, max_images)
-    return {"fp32_top1": fp32, "int8_top1": int8, "drop_points": 100 * (fp32 - int8), "n": n}
 
 
 __all__ = ["InferenceInfo", "OptimizedModel", "optimize_for_inference", "resolve_backend"]

@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..engine.progress import track
+
 # Tolerances per number format: (max |diff| / max(1, max |reference logit|), min top-1 agreement).
 # bf16 keeps 8 bits of mantissa (relative error ~4e-3 per op, growing through ~50 layers);
 # int8 adds quantisation noise of about 1/255 of each activation range per layer.
@@ -103,13 +105,14 @@ def compare_logits(
 
 @torch.no_grad()
 def run_batches(
-    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 64
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 64,
+    label: str = "parity",
 ) -> torch.Tensor:
-    """Applies ``fn`` to ``images`` (N, C, H, W) in batches; returns (N, K) fp32 logits on CPU."""
-    outs = [
-        torch.as_tensor(fn(images[i : i + batch_size])).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    """Applies ``fn`` to ``images`` (N, C, H, W) in batches; returns (N, K) fp32 logits on CPU.
+    A progress bar named ``label`` shows on a terminal."""
+    starts = range(0, len(images), batch_size)
+    outs = [torch.as_tensor(fn(images[i : i + batch_size])).float().cpu()
+            for i in track(starts, label)]  # fmt: skip
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -28,7 +28,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .fuse import _LeafOnShapeTracer
+from .parity import batches_of
 
 # (prepare/convert module, quantizer module): torchao first, then older torch's in-tree copy.
 _PT2E_LOCATIONS = (
@@ -158,3 +160,37 @@ def quantize_pt2e(
     if n == 0:
         raise ValueError("int8 calibration received no images; pass real preprocessed images.")
     return api.convert_pt2e(prepared)
+
+
+def _top1(fn, validation, limit: int | None) -> tuple[float, int]:
+    correct = total = 0
+    for x, y in batches_of(validation, limit):
+        if y is None:
+            raise ConfigError(
+                "validation data must carry labels: pass (images, labels) or a loader of (x, y)."
+            )
+        pred = torch.as_tensor(fn(x)).float().cpu().argmax(1)
+        correct += (pred == y.cpu()).sum().item()
+        total += len(y)
+    return correct / max(total, 1), total
+
+
+def measure_int8_accuracy(reference: nn.Module, opt: nn.Module, validation, max_images) -> dict:
+    """Top-1 of the eager fp32 model and of the int8 model on the same labelled images."""
+    with torch.no_grad():
+        fp32, n = _top1(lambda x: reference(x.to(opt.device)), validation, max_images)
+    int8, _ = _top1(opt, validation, max_images)
+    return {"fp32_top1": fp32, "int8_top1": int8, "drop_points": 100 * (fp32 - int8), "n": n}
+
+
+def report_int8_accuracy(reference, opt, validation, max_images, say) -> dict | None:
+    """Measures and says int8's top-1 drop on labelled ``validation`` data (None without)."""
+    if validation is None:
+        say("int8 accuracy drop not measured: pass validation=(images, labels) to measure it.")
+        return None
+    acc = measure_int8_accuracy(reference, opt, validation, max_images)
+    say(
+        f"int8 accuracy on {acc['n']} validation images: top-1 {100 * acc['int8_top1']:.2f}% "
+        f"vs fp32 {100 * acc['fp32_top1']:.2f}% (drop {acc['drop_points']:.2f} points)"
+    )
+    return acc

@@ -8,6 +8,7 @@ and the printed source says so.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -105,7 +106,7 @@ def samples_for(
     data: str | None,
     n: int = 256,
     n_calibration: int = 256,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> Samples:
     """Real samples from ``data`` when it loads, generated ones otherwise (saying why)."""
     say = log or (lambda _m: None)

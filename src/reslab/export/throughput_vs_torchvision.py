@@ -16,6 +16,7 @@ twin, so their peer is reslab's own eager model.
 from __future__ import annotations
 
 import copy
+import logging
 import platform
 import statistics
 import time
@@ -232,7 +233,7 @@ def run_bench(
     int8: bool = True,
     backends: tuple[str, ...] = (),
     num_classes: int = 1000,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
 ) -> dict:
     """Measures inference (and training) throughput of reslab's paths against the peer.
 
@@ -248,7 +249,7 @@ def run_bench(
         backends: extra rows for the optimised path with other backends (``eager``, ``jit``),
             to compare them with the default side by side.
         num_classes: classifier size.
-        log: progress messages (None: silent).
+        log: progress messages (default: the ``reslab.export`` logger; None: silent).
     Returns:
         A JSON-ready dict: settings, machine, and per mode a list of rows
         (``images_per_s``, ``gflops``, ``vs_fp32``, ``vs_bf16cl``...).
@@ -271,23 +272,9 @@ def run_bench(
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, image_size, image_size, generator=gen).to(dev)
     macs = count_macs(ours, (3, image_size, image_size))
-    result = {
-        "model": model,
-        "peer": peer_desc,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "iters": iters,
-        "warmup": warmup,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-        "cpu": cpu_name(),
-        "threads": n_threads,
-        "torch": torch.__version__,
-        "cpu_memory": cpu_memory.describe(),
-        "bf16_native": cpu_bf16_support()[0]
-        if dev.type == "cpu"
-        else torch.cuda.is_bf16_supported(),
-        "macs_per_image": macs,
-    }
+    result = {"model": model, "peer": peer_desc, "batch_size": batch_size,
+              "image_size": image_size, "iters": iters, "warmup": warmup,
+              **_machine(dev, n_threads), "macs_per_image": macs}  # fmt: skip
     say(
         f"bench {model} batch {batch_size} at {image_size} px on {result['device']} ({n_threads} threads); peer: {peer_desc}"
     )
@@ -307,6 +294,18 @@ def run_bench(
     except ImportError:
         pass
     return result
+
+
+def _machine(dev: torch.device, n_threads: int) -> dict:
+    """Where the figures were measured: device, CPU, threads, torch, allocator, bf16."""
+    return {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "cpu": cpu_name(),
+        "threads": n_threads,
+        "torch": torch.__version__,
+        "cpu_memory": cpu_memory.describe(),
+        "bf16_native": cpu_bf16_support()[0] if dev.type == "cpu" else torch.cuda.is_bf16_supported(),
+    }
 
 
 def format_table(result: dict) -> str:
