@@ -2,8 +2,6 @@
 
 # Importing reslab changes no process-wide setting: ``fit`` and the ``reslab`` command opt in
 # to reslab.cpu_memory's malloc tuning; a library user calls ``cpu_memory.configure()`` to.
-from .models import create_model, list_models
-
 __version__ = "0.1.0"
 
 
@@ -21,9 +19,10 @@ def optimize_for_inference(model, example_input, precision="auto", **kwargs):
     return _optimize(model, example_input, precision, **kwargs)
 
 
-# ``reslab.fit`` and ``reslab.load_config`` load the engine and the config on first use, so
-# ``import reslab`` (and ``reslab --help``) stays fast.
-_LAZY = {"fit": "reslab.engine", "load_config": "reslab.config"}
+# Names load their module (and torch) on first use, so ``import reslab``, ``reslab --help``
+# and ``reslab models`` stay fast.
+_LAZY = {"fit": "reslab.engine", "load_config": "reslab.config", "create_model": "reslab.models",
+         "list_models": "reslab.models"}
 
 
 def __getattr__(name: str):

@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet or args.verbose:
         level = logging.WARNING if args.quiet else logging.DEBUG
     setup_logging(level)
+    from reslab import cpu_memory
+
+    cpu_memory.configure()  # the CLI opts in (no page faults per batch); `import reslab` does not
     return run_verb(name, args, verbose=level == logging.DEBUG)
 
 

@@ -3,7 +3,7 @@
 Every key is declared in ``schema.py`` with its unit and allowed values; unknown keys are refused, so a
 typo (``optim.weight_decy``) fails before any work instead of being silently ignored::
 
-    cfg = load_config("configs/fmnist_resnet20.yaml", overrides=["epochs=5", "optim.lr=0.2"])
+    cfg = load_config("fmnist_resnet20", overrides=["epochs=5", "optim.lr=0.2"])
     cfg = load_config(None, overrides={"data": {"source": "digits"}, "epochs": 3})
 
 Precedence: field defaults < the YAML file < overrides (applied in order). The resolved

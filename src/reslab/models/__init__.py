@@ -1,28 +1,34 @@
-"""ResNets written from scratch: blocks, one configurable network, the registry, weights."""
+"""ResNets written from scratch: blocks, one configurable network, the registry, weights.
 
-from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .layers import Conv1x1, DropPath, FrozenBatchNorm2d, GlobalAvgPool, ZeroPadShortcut
-from .profile import count_macs, count_params, mixed_layout_ops, profile_model
-from .registry import create_model, get_spec, list_models
-from .resnet import ResNet, freeze_batchnorm
+    model = create_model("resnet50", num_classes=5)     # torchvision-compatible names
 
-__all__ = [
-    "BasicBlock",
-    "Bottleneck",
-    "Conv1x1",
-    "DropPath",
-    "FrozenBatchNorm2d",
-    "GlobalAvgPool",
-    "PreActBasicBlock",
-    "PreActBottleneck",
-    "ResNet",
-    "ZeroPadShortcut",
-    "count_macs",
-    "count_params",
-    "create_model",
-    "freeze_batchnorm",
-    "get_spec",
-    "list_models",
-    "mixed_layout_ops",
-    "profile_model",
-]
+Names are imported lazily (PEP 562) so ``import reslab.models`` (and ``reslab models``,
+which reads the table and its shipped counts) does not import torch until a name needs it.
+"""
+
+from __future__ import annotations
+
+from reslab._lazy import lazy_exports
+
+_EXPORTS = {
+    "BasicBlock": "blocks",
+    "Bottleneck": "blocks",
+    "PreActBasicBlock": "blocks",
+    "PreActBottleneck": "blocks",
+    "Conv1x1": "layers",
+    "DropPath": "layers",
+    "FrozenBatchNorm2d": "layers",
+    "GlobalAvgPool": "layers",
+    "ZeroPadShortcut": "layers",
+    "count_macs": "profile",
+    "count_params": "profile",
+    "mixed_layout_ops": "profile",
+    "profile_model": "profile",
+    "create_model": "registry",
+    "get_spec": "table",
+    "list_models": "registry",
+    "ResNet": "resnet",
+    "freeze_batchnorm": "resnet",
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

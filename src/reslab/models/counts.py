@@ -37,9 +37,14 @@ def count_live(name: str) -> dict[str, int]:
     from .profile import count_macs, count_params
     from .registry import create_model
 
-    with torch.device("meta"):
-        model = create_model(name)
-    return {"params": count_params(model), "macs": count_macs(model, get_spec(name).input_size)}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny shape-only ops: a thread pool costs more than it saves
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+        return {"params": count_params(model), "macs": count_macs(model, get_spec(name).input_size)}
+    finally:
+        torch.set_num_threads(before)
 
 
 def _shipped(path: Path) -> dict[str, dict]:
