@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[digits]'
 	touch $@
 
 $(VENV)/.all: $(VENV)/.core

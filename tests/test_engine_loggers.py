@@ -129,7 +129,7 @@ def test_metrics_files_rewrite_whole_history(tmp_path):
 
 def test_missing_tracker_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # how Python blocks an import
-    with pytest.raises(ConfigError, match=r"--log mlflow needs the mlflow package.*pip install 'reslab\[track\]'"):
+    with pytest.raises(ConfigError, match=r"--log mlflow needs the mlflow package.*pip install 'reslab\[mlflow\]'"):
         check_trackers(["mlflow"])
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     from reslab.engine.loggers import TensorBoardLogger

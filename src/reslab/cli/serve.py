@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import PRECISIONS, refuse_precision
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="RUN|CHECKPOINT|EXPORT",
@@ -21,19 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="most requests waiting; beyond it the server answers 503 (default 256)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest image file accepted, in MB (default 10)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+    p.add_argument("--precision", default="auto", choices=[*PRECISIONS, "int8"],
                    help="number format of the forward pass (default auto: bf16 where the CPU "
                         "has it)")
     p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads")
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from ..errors import ConfigError
     from ..serve.app import ServeSettings
     from ..serve.server import serve
 
+    refuse_precision("reslab serve", args.precision, {
+        "fp16": "the server runs the CPU-optimized model, which has no fast fp16 path"})  # fmt: skip
     if args.max_batch < 1 or args.queue < 1 or args.max_delay_ms < 0 or args.max_upload_mb <= 0:
         raise ConfigError(f"--max-batch {args.max_batch} and --queue {args.queue} must be >= 1, "
                           f"--max-delay-ms {args.max_delay_ms} >= 0, --max-upload-mb "
@@ -42,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
         from ..device import set_cpu_threads
 
         set_cpu_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = ServeSettings(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                              queue_size=args.queue, api_key=args.api_key,
                              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))

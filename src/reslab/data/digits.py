@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import DataError
 from .splits import stratified_split
 
 CLASSES = [str(d) for d in range(10)]
@@ -22,8 +23,13 @@ TEST_SEED = 0
 
 def read_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (images uint8 (1797, 1, 8, 8), labels int64 (1797,))."""
-    from sklearn.datasets import load_digits
-
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError(
+            "the built-in 'digits' dataset ships with scikit-learn, which is not installed. "
+            "Install it with: pip install 'reslab[digits]' (or pip install scikit-learn)."
+        ) from None
     d = load_digits()
     x = torch.from_numpy(d.images).mul(255.0 / 16.0).round().clamp(0, 255).to(torch.uint8)
     return x.unsqueeze(1), torch.from_numpy(d.target).long()  # (N, 8, 8) -> (N, 1, 8, 8)

@@ -185,7 +185,7 @@ TRACKERS = {"tensorboard": TensorBoardLogger, "mlflow": MLflowLogger, "wandb": W
 
 def _missing(name: str, err: Exception) -> str:
     return (f"--log {name} needs the {name} package, which could not be imported ({err}). "
-            f"Install it with: pip install 'reslab[track]' (or pip install {name}), "
+            f"Install it with: pip install 'reslab[{name}]' (all three trackers: 'reslab[track]'), "
             f"or drop {name} from --log.")  # fmt: skip
 
 
