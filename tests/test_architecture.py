@@ -78,3 +78,26 @@ def test_no_import_circles():
             if child.startswith(pkg + "."):
                 graph.remove_import(importer=pkg, imported=child)
     assert _cycles(graph) == []
+
+
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 450
+
+
+def test_files_and_functions_stay_small():
+    """A file has one job and a function fits on a screen: no file in src/ over 450 lines,
+    no function over 80 (split by job, as shared/STYLE.md says)."""
+    import ast
+
+    too_long = []
+    for path in sorted((ROOT / "src" / "reslab").rglob("*.py")):
+        text = path.read_text()
+        name = path.relative_to(ROOT / "src")
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {lines} lines")
+    assert not too_long, "split these by job: " + "; ".join(too_long)
