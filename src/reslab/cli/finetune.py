@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli.options import PRECISIONS, add_json, stdout_for_json
+from reslab.cli.options import PRECISIONS, add_json
 from reslab.cli.train import FLAGS as TRAIN_FLAGS
-from reslab.cli.train import collect_overrides, print_result, resumed_config, show_config_defaults
+from reslab.cli.train import collect_overrides, resumed_config, run_and_print, show_config_defaults
 from reslab.errors import ConfigError
 
 # flag -> dotted config key: reslab train's flags plus the fine-tuning ones
@@ -86,8 +86,4 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from reslab.finetune import finetune
 
-    cfg = build_config(args)
-    with stdout_for_json(args.json):
-        result = finetune(cfg, resume=bool(args.resume))
-    print_result(result, args.json)
-    return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py
+    return run_and_print(finetune, build_config(args), args)

@@ -127,11 +127,16 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
+def run_and_print(work, cfg, args: argparse.Namespace) -> int:
+    """Runs ``work(cfg, resume=...)`` (``fit`` or ``finetune``) and prints its result; with
+    ``--json`` the run's lines go to stderr and only the summary to stdout."""
+    with stdout_for_json(args.json):
+        result = work(cfg, resume=bool(args.resume))
+    print_result(result, args.json)
+    return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py
+
+
 def run(args: argparse.Namespace) -> int:
     from reslab.engine import fit
 
-    cfg = build_config(args)
-    with stdout_for_json(args.json):
-        result = fit(cfg, resume=bool(args.resume))
-    print_result(result, args.json)
-    return 0  # a signal's TrainingInterrupted is turned into its exit code by cli/main.py
+    return run_and_print(fit, build_config(args), args)

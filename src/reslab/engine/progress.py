@@ -55,7 +55,22 @@ def _progress(label: str, console=None, transient: bool = True):
     )
 
 
-class EpochProgress:
+class _Bar:
+    """What both bars share: start and stop the rich bar, when one is drawn."""
+
+    _progress = None
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+class EpochProgress(_Bar):
     """A rich progress bar for one epoch, or a silent stand-in.
 
     Args:
@@ -75,15 +90,6 @@ class EpochProgress:
         self._progress = _progress(f"epoch {epoch + 1}/{epochs}", console)
         self._task = self._progress.add_task("train", total=total, completed=start, stats="")
 
-    def __enter__(self) -> "EpochProgress":
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
     @property
     def active(self) -> bool:
         return self._progress is not None
@@ -96,7 +102,7 @@ class EpochProgress:
         self._progress.update(self._task, completed=completed, stats=stats)
 
 
-class TaskProgress:
+class TaskProgress(_Bar):
     """A bar for one long task, drawn on stderr; a silent stand-in when not wanted.
 
     Args:
@@ -116,15 +122,6 @@ class TaskProgress:
             console = Console(stderr=True)
         self._progress = _progress(label, console)
         self._task = self._progress.add_task(label, total=total)
-
-    def __enter__(self) -> "TaskProgress":
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     def advance(self, steps: int = 1) -> None:
         if self._progress is not None:
