@@ -29,6 +29,7 @@ _EXPORTS = {
     "list_models": "registry",
     "ResNet": "resnet",
     "freeze_batchnorm": "resnet",
+    "model_from_checkpoint": "checkpoint",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
