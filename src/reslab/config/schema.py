@@ -256,6 +256,8 @@ class TrainConfig(_Section):
     accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     deterministic: bool = False  # deterministic kernels: bit-exact reruns and resumes
     compile: bool = False  # torch.compile the model (minutes of compile time; faster after)
+    # with compile: reduce-overhead/max-autotune record CUDA graphs (CUDA only; else default)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     threads: int | None = Field(None, ge=1)  # CPU threads; default: every core we may use
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also checkpoint mid-epoch
     log_every: int = Field(50, ge=1)  # optimizer steps between progress updates (host syncs)

@@ -134,8 +134,22 @@ def decode_jpegs(items: list[tuple[str, torch.Tensor]], device: torch.device, ch
     return images, kept, skipped
 
 
+def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (1, C, H, W) -> uint8 (C, h, w), bilinear, antialiased when shrinking.
+
+    On CPU the uint8 kernel runs (the one v2.Resize uses on uint8 tensors, so the workers'
+    path and this one agree; far faster than the float kernel); on CUDA the float kernel,
+    rounded back to uint8 as the workers' images are.
+    """
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if x.device.type == "cpu":
+        return F.interpolate(x, size=size, mode="bilinear", antialias=shrink, align_corners=False)[0]
+    out = F.interpolate(x.float(), size=size, mode="bilinear", antialias=shrink, align_corners=False)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
 def resize_short(img: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, H, W) -> float (C, H', W') with the shorter side ``size`` (torchvision's
+    """uint8 (C, H, W) -> uint8 (C, H', W') with the shorter side ``size`` (torchvision's
     ``Resize(size)`` rule: the longer side is ``int(size * long / short)``), bilinear,
     antialiased when shrinking (as Pillow and v2.Resize(antialias=True))."""
     h, w = img.shape[-2:]
@@ -143,27 +157,20 @@ def resize_short(img: torch.Tensor, size: int) -> torch.Tensor:
         oh, ow = size, int(size * w / h)
     else:
         oh, ow = int(size * h / w), size
-    x = img[None].float()
-    if (oh, ow) != (h, w):
-        x = F.interpolate(x, size=(oh, ow), mode="bilinear", antialias=(oh < h or ow < w),
-                          align_corners=False)  # fmt: skip
-    return x[0]
+    return _resample(img[None], (oh, ow)) if (oh, ow) != (h, w) else img
 
 
 def crop_resize(img: torch.Tensor, box: Sequence[int], size: int, mirror: bool) -> torch.Tensor:
-    """Cuts ``box`` = (top, left, height, width) out of (C, H, W) and resizes it to float
-    (C, size, size), bilinear and antialiased (RandomResizedCrop's resampling)."""
+    """Cuts ``box`` = (top, left, height, width) out of uint8 (C, H, W) and resizes it to
+    uint8 (C, size, size), bilinear and antialiased (RandomResizedCrop's resampling)."""
     top, left, bh, bw = box
-    x = img[None, :, top : top + bh, left : left + bw].float()
-    if (bh, bw) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=(bh > size or bw > size),
-                          align_corners=False)  # fmt: skip
-    return x[0].flip(-1) if mirror else x[0]
+    x = img[None, :, top : top + bh, left : left + bw]
+    x = _resample(x, (size, size)) if (bh, bw) != (size, size) else x[0]
+    return x.flip(-1) if mirror else x
 
 
 class DeviceDecoder:
-    """Turns a batch of encoded JPEGs into a float 0..255 batch (B, C, crop, crop) on the
-    device: decode, then the training geometry (random resized crop or resize + pad-crop,
+    """Turns a batch of encoded JPEGs into a uint8 batch (B, C, crop, crop) on the device: decode, then the training geometry (random resized crop or resize + pad-crop,
     flips) or the evaluation one (resize the shorter side, centre crop).
 
     Args:
@@ -188,14 +195,15 @@ class DeviceDecoder:
             epoch, batch: seed the augmentation draws.
             skipped: files already skipped in this batch (the readers'); kept in the result.
         Returns:
-            ``(x float (B', C, crop, crop) 0..255, y (B',), skipped)``: B' < B when files
+            ``(x uint8 (B', C, crop, crop), y (B',), skipped)``: B' < B when files
             could not be decoded; they are added to ``skipped`` with the reason.
         """
         images, kept, bad = decode_jpegs(items, self.device, self.chans)
         skipped = [*skipped, *bad]
         y = labels[kept] if len(kept) != len(labels) else labels
         if not images:
-            return torch.empty(0, self.chans, self.crop, self.crop, device=self.device), y[:0], skipped
+            empty = torch.empty(0, self.chans, self.crop, self.crop, dtype=torch.uint8, device=self.device)
+            return empty, y[:0], skipped
         if self.train and self.spec.crop == "rrc":
             x = self._random_resized_crops(images, derive_seed(self.seed, epoch, batch, 5))
         else:
