@@ -32,7 +32,7 @@ fm_over=(device=cuda); r50=(--model resnet50 --batch-size 256 --iters 10 --warmu
 if [[ ${GPU_CHECK_SMOKE:-0} == 1 ]]; then
   dev=cpu; lrs="0.2 0.4"; seeds="0"
   fm_sync=(--data digits --batch 32 --steps 2)
-  fm_over=(device=cpu data.source=digits epochs=1 data.batch_size=64 model.name=resnet20)
+  fm_over=(device=cpu data.source=digits epochs=1 data.batch_size=64 model.name=resnet20 precision=fp32 threads=1)
   r50=(--model resnet18 --batch-size 2 --image-size 32 --iters 1 --warmup 1); jpeg=(--quick)
 fi
 

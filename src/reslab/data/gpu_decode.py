@@ -135,43 +135,51 @@ def decode_jpegs(items: list[tuple[str, torch.Tensor]], device: torch.device, ch
 
 
 def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (1, C, H, W) -> uint8 (C, h, w), bilinear, antialiased when shrinking.
+    """uint8 (1, C, H, W) -> (C, h, w), bilinear, antialiased when shrinking.
 
-    On CPU the uint8 kernel runs (the one v2.Resize uses on uint8 tensors, so the workers'
-    path and this one agree; far faster than the float kernel); on CUDA the float kernel,
-    rounded back to uint8 as the workers' images are.
+    On CPU the uint8 kernel runs and the result stays uint8 (the kernel v2.Resize uses on
+    uint8 tensors, so the workers' path and this one agree; far faster than the float one);
+    on CUDA the float kernel, and the result stays float 0..255 (rounding back would cost
+    three more kernel launches per image).
     """
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    if x.device.type == "cpu":
-        return F.interpolate(x, size=size, mode="bilinear", antialias=shrink, align_corners=False)[0]
-    out = F.interpolate(x.float(), size=size, mode="bilinear", antialias=shrink, align_corners=False)
-    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+    x = _as_work(x)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=shrink, align_corners=False)[0]
+
+
+def _as_work(x: torch.Tensor) -> torch.Tensor:
+    """The dtype images are resampled in: uint8 on CPU, float on other devices."""
+    return x if x.device.type == "cpu" else x.float()
 
 
 def resize_short(img: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (C, H, W) -> uint8 (C, H', W') with the shorter side ``size`` (torchvision's
-    ``Resize(size)`` rule: the longer side is ``int(size * long / short)``), bilinear,
-    antialiased when shrinking (as Pillow and v2.Resize(antialias=True))."""
+    """uint8 (C, H, W) -> (C, H', W') (uint8 on CPU, float on GPU) with the shorter side
+    ``size`` (torchvision's ``Resize(size)`` rule: the longer side is
+    ``int(size * long / short)``), bilinear, antialiased when shrinking (as Pillow and
+    v2.Resize(antialias=True))."""
     h, w = img.shape[-2:]
     if h <= w:
         oh, ow = size, int(size * w / h)
     else:
         oh, ow = int(size * h / w), size
-    return _resample(img[None], (oh, ow)) if (oh, ow) != (h, w) else img
+    return _resample(img[None], (oh, ow)) if (oh, ow) != (h, w) else _as_work(img)
 
 
 def crop_resize(img: torch.Tensor, box: Sequence[int], size: int, mirror: bool) -> torch.Tensor:
     """Cuts ``box`` = (top, left, height, width) out of uint8 (C, H, W) and resizes it to
-    uint8 (C, size, size), bilinear and antialiased (RandomResizedCrop's resampling)."""
+    (C, size, size) (uint8 on CPU, float on GPU), bilinear and antialiased (RandomResizedCrop's
+    resampling)."""
     top, left, bh, bw = box
     x = img[None, :, top : top + bh, left : left + bw]
-    x = _resample(x, (size, size)) if (bh, bw) != (size, size) else x[0]
+    x = _resample(x, (size, size)) if (bh, bw) != (size, size) else _as_work(x[0])
     return x.flip(-1) if mirror else x
 
 
 class DeviceDecoder:
-    """Turns a batch of encoded JPEGs into a uint8 batch (B, C, crop, crop) on the device: decode, then the training geometry (random resized crop or resize + pad-crop,
-    flips) or the evaluation one (resize the shorter side, centre crop).
+    """Turns a batch of encoded JPEGs into a batch (B, C, crop, crop) of 0..255 values on the
+    device (uint8 on CPU, float on GPU): decode, then the training geometry (random resized
+    crop, or resize + pad-crop; flips) or the evaluation one (resize the shorter side, centre
+    crop).
 
     Args:
         preprocess: the split's preprocess record (``resize``, ``crop``, ``input_size``).
@@ -195,7 +203,7 @@ class DeviceDecoder:
             epoch, batch: seed the augmentation draws.
             skipped: files already skipped in this batch (the readers'); kept in the result.
         Returns:
-            ``(x uint8 (B', C, crop, crop), y (B',), skipped)``: B' < B when files
+            ``(x (B', C, crop, crop) 0..255, y (B',), skipped)``: B' < B when files
             could not be decoded; they are added to ``skipped`` with the reason.
         """
         images, kept, bad = decode_jpegs(items, self.device, self.chans)
@@ -215,13 +223,19 @@ class DeviceDecoder:
 
     def _random_resized_crops(self, images: list[torch.Tensor], seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
-        out = []
-        for img in images:  # sizes differ per image: one box per image, drawn on the CPU
-            h, w = img.shape[-2:]
-            box = batch_ops.rrc_boxes(1, h, w, self.spec.scale, self.spec.ratio, gen)[0]
-            mirror = self.spec.flip and bool(torch.rand(1, generator=gen) < 0.5)
-            out.append(crop_resize(img, [int(v) for v in box.tolist()], self.crop, mirror))
-        return torch.stack(out)  # (B, C, crop, crop)
+        n, spec = len(images), self.spec
+        sizes = [tuple(img.shape[-2:]) for img in images]
+        boxes: list = [None] * n
+        # one vectorised draw per distinct image size (photos often share a few sizes),
+        # instead of a few small CPU ops per image on the host's critical path
+        for h, w in dict.fromkeys(sizes):
+            same = [i for i, s in enumerate(sizes) if s == (h, w)]
+            drawn = batch_ops.rrc_boxes(len(same), h, w, spec.scale, spec.ratio, gen).tolist()
+            for i, box in zip(same, drawn):
+                boxes[i] = [int(v) for v in box]  # (top, left, height, width)
+        mirror = (torch.rand(n, generator=gen) < 0.5).tolist() if spec.flip else [False] * n
+        crops = [crop_resize(img, box, self.crop, m) for img, box, m in zip(images, boxes, mirror)]
+        return torch.stack(crops)  # (B, C, crop, crop)
 
     def _pad_or_flip(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.spec.crop == "pad":

@@ -99,7 +99,8 @@ def train_paths(peer: nn.Module, ours: nn.Module, x: torch.Tensor, device: torch
     half_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[half]
     layout = f"{prec.name}{'+cl' if prec.channels_last else ''}"
     paths, notes = {}, {}
-    paths["peer fp32 eager"], notes["peer fp32 eager"] = _peer_step(peer, x, y, None, False, None, False, device)
+    name = "peer fp32 eager"
+    paths[name], notes[name] = _peer_step(peer, x, y, None, False, None, False, device)
     name = f"peer {half_name}+cl eager"
     paths[name], notes[name] = _peer_step(peer, x, y, half, True, None, False, device)
     name = f"reslab engine step, {layout}"
