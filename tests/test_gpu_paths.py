@@ -167,7 +167,20 @@ def test_gpu_recipe_loads():
     from reslab.config import load_config
 
     cfg = load_config(ROOT / "configs/fmnist_fast_gpu.yaml", ["compile=true", "compile_mode=reduce-overhead"])
-    assert cfg.data.batch_size == 512 and cfg.compile_mode == "reduce-overhead"
+    assert cfg.data.batch_size == 512 and cfg.compile_mode == "reduce-overhead" and cfg.data.decode == "auto"
+    with pytest.raises(ConfigError, match="data.decode"):
+        load_config(ROOT / "configs/fmnist_fast_gpu.yaml", ["data.decode=gpu"])
+
+
+def test_resume_may_switch_the_speed_options():
+    """compile_mode and data.decode change how fast a run goes, not what it learns; a run
+    stored before they existed resumes too."""
+    from reslab.config.resume import resume_changes
+
+    old = {"compile": False, "data": {"workers": 2}}
+    new = {"compile": True, "compile_mode": "reduce-overhead", "data": {"workers": 2, "decode": "device"}}
+    allowed, refused = resume_changes(old, new)
+    assert refused == [] and len(allowed) == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -48,6 +48,8 @@ class DataConfig(_Section):
     batch_size: int = Field(128, ge=1)  # images per step over all processes (the global batch)
     eval_batch_size: int | None = Field(None, ge=1)  # default: 2 x batch_size
     workers: int | None = Field(None, ge=0)  # decoder processes for streamed folders
+    # streamed folders: auto = JPEG batches decoded on the GPU when training on CUDA (gpu_decode)
+    decode: Literal["auto", "workers", "device"] = "auto"
     image_size: int | None = Field(None, ge=1)  # px; default: the dataset's native size
     in_chans: Literal[1, 3] | None = None  # default: detected from the images
     in_memory: Literal["auto", True, False] = "auto"

@@ -239,7 +239,7 @@ class TrainerBuilder:
         cfg, info = self.cfg, self.info
         sizes_ = self.batch
         # workers capped at the cores once (one note); skipped files go to the run's log
-        common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
+        common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device, decode=cfg.data.decode,
                       workers=worker_count(cfg.data.workers, self.log), log=self.log)  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
