@@ -57,7 +57,7 @@ if step 4 fashion-mnist on the GPU; then
 fi
 
 if step 5 resnet50 training at batch 256; then
-  timeout 240 python3 -m reslab bench "${r50[@]}" --device $dev --mode train --train-compile \
+  timeout 300 python3 -m reslab bench "${r50[@]}" --device $dev --mode train --train-compile \
     --compile-mode reduce-overhead --json > "$out/bench_train_resnet50_b256.json" 2> "$out/bench_train.err"
   tail -n 3 "$out/bench_train.err"
   python3 -m json.tool "$out/bench_train_resnet50_b256.json" | grep -E '"(name|images_per_s|vs_bf16cl|note)"'
@@ -67,7 +67,7 @@ if step 6 JPEG folder decoded on the GPU; then
   timeout 150 python3 benchmarks/bench_loader.py --device $dev --cases device-jpeg "${jpeg[@]}" \
     --out "$out/loader_device_jpeg.json" 2>&1 | tail -n 4 | tee "$out/loader_device_jpeg.txt"
 fi
-[[ $steps == *" 3 "* ]] || { stamp done; exit 0; }
+[[ $steps == *" 3 "* ]] || { mkdir -p "$out/logs"; cp "$work"/*.log "$out/logs/" 2>/dev/null; stamp done; exit 0; }
 
 if step 1 correctness; then
   python3 scripts/gpu_check.py --device cuda 2>&1 | tee "$out/cuda_sanity.txt"

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config.schema import OptimConfig
 from ..device import resolve_precision
-from ..engine.cuda_graphs import compile_model, optimizer_speed_kwargs
+from ..engine.cuda_graphs import compile_mode_for, compile_model, optimizer_speed_kwargs
 from ..engine.optim import build_optimizer
 from ..engine.step import RunningStats, TrainStep
 
@@ -62,7 +62,7 @@ def _engine_step(model: nn.Module, x, y, prec, compile_mode: str | None, fused: 
     run = model
     if compile_mode is not None:
         run = compile_model(model, compile_mode, x.device, log)
-        notes.append(f"compile {compile_mode}")
+        notes.append(f"compile {compile_mode_for(compile_mode, x.device)[0]}")  # the mode it ran
     step = TrainStep(run, model, opt, sched, precision=prec, num_classes=num_classes)
     stats = RunningStats(x.device)
     state = {"i": 0}
