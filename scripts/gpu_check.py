@@ -11,6 +11,8 @@
    a bf16 channels_last backward pass receives both memory layouts.
 4. ``--checks sync`` (issue 21): Fashion-MNIST resident on the GPU, augmented there, and
    reslab's training step run 20 steps with no host synchronisation (CUDA sync debug mode).
+5. ``--checks decode`` (issue 21): JPEG batches decoded on the device match the CPU
+   workers' batches, and a corrupt file is skipped by name.
 
 Runs on CPU too (``--device cpu``), which is how the script itself is checked before a
 GPU is spent on it. Exits non-zero on the first failed check.
@@ -174,6 +176,34 @@ def check_no_sync(device, data: str = "fashion-mnist", batch: int = 512, steps: 
     return result
 
 
+def check_decode(device) -> None:
+    """Issue 21, goal 3: JPEG batches decoded on ``device`` (nvJPEG on CUDA) give the CPU
+    workers' evaluation batches up to decoder rounding, and a corrupt file is skipped by
+    name without failing its batch."""
+    import tempfile
+    from pathlib import Path
+
+    from reslab.data import load_dataset, make_loader
+    from reslab.data.synthetic import make_image_folder
+
+    root = Path(tempfile.mkdtemp(prefix="reslab-decode-"))
+    make_image_folder(root / "d", ["a", "b"], per_class=8, size=(120, 90), fmt="jpg")
+    bundle = load_dataset(root / "d", image_size=64, in_memory=False, log=None, min_per_class=1, val_fraction=0.0)
+    Path(bundle.train.paths[3]).write_bytes(b"\xff\xd8\xff" + b"broken" * 20)
+    kw = dict(batch_size=16, train=False, preprocess=bundle.preprocess, workers=0)
+    on_dev = make_loader(bundle.train, device=device, decode="auto" if device.type == "cuda" else "device", **kw)
+    on_cpu = make_loader(bundle.train, device="cpu", decode="workers", **kw)
+    assert on_dev.decode == "device", f"decode=auto chose {on_dev.decode} on {device}"
+    (xd, yd), = list(on_dev)
+    (xc, yc), = list(on_cpu)
+    assert torch.equal(yd.cpu(), yc) and len(yd) == 15, (len(yd), len(yc))
+    diff = (xd.cpu() - xc).abs()
+    assert diff.mean() < 0.05, f"decoded on {device}: mean |diff| {diff.mean():.3g} (normalised units)"
+    assert [p for p, _ in on_dev.skipped] == [bundle.train.paths[3]], on_dev.skipped
+    print(f"JPEG batches decoded on {device}: mean |diff| {diff.mean():.3g}, max {diff.max():.3g} "
+          "(normalised units) against the CPU workers; the corrupt file was skipped by name")
+
+
 def pick_lr(work: str, dest: str, lrs: list[str]) -> float:
     """The sweep's best learning rate: the highest test accuracy among ``work/lr<lr>/headline.json``
     (runs that did not finish are listed with null); writes the table to ``dest``."""
@@ -195,7 +225,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--checks", nargs="+", default=["layers", "nets", "families"],
-                   choices=["layers", "nets", "families", "sync"], help="which checks, in order")
+                   choices=["layers", "nets", "families", "sync", "decode"], help="which checks, in order")
     p.add_argument("--data", default="fashion-mnist", help="sync check: the dataset (digits for a CPU smoke)")
     p.add_argument("--batch", type=int, default=512, help="sync check: batch size")
     p.add_argument("--steps", type=int, default=20, help="sync check: timed steps")
@@ -216,6 +246,8 @@ def main(argv=None) -> int:
             check_nets(device)
         elif name == "families":
             check_families(device, torch.bfloat16)
+        elif name == "decode":
+            check_decode(device)
         else:
             check_no_sync(device, args.data, args.batch, args.steps, out=args.out)
     print("gpu_check.py: all checks passed")

@@ -64,6 +64,7 @@ if step 5 resnet50 training at batch 256; then
 fi
 
 if step 6 JPEG folder decoded on the GPU; then
+  python3 scripts/gpu_check.py --device $dev --checks decode 2>&1 | tail -n 3 | tee "$out/decode_check.txt"
   timeout 150 python3 benchmarks/bench_loader.py --device $dev --cases device-jpeg "${jpeg[@]}" \
     --out "$out/loader_device_jpeg.json" 2>&1 | tail -n 4 | tee "$out/loader_device_jpeg.txt"
 fi

@@ -190,3 +190,11 @@ def test_no_host_sync_per_step_on_cuda():
 
     res = gpu_check.check_no_sync(torch.device("cuda"), data="digits", batch=64, steps=5)
     assert res["eager"]["host_syncs_error"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jpeg_batches_decoded_on_cuda_match_the_cpu_workers():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    gpu_check.check_decode(torch.device("cuda"))
