@@ -31,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra rows: the optimised path with these backends too",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    parser.add_argument("--train-compile", action="store_true",
+                        help="training rows: add the best plain loop (torchvision + fused SGD + "
+                             "torch.compile) and reslab's engine step compiled")  # fmt: skip
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode of the compiled engine step (reduce-overhead: CUDA graphs)")  # fmt: skip
+    parser.add_argument("--fused", default="auto", choices=["auto", "on", "off"],
+                        help="optimizer kernels of the engine rows: auto (fused where supported), "
+                             "on (fused, or the fallback with its reason), off (foreach)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         int8=not args.no_int8,
         backends=tuple(args.also),
         log=log,
+        train_compile=args.train_compile,
+        compile_mode=args.compile_mode,
+        fused={"auto": None, "on": True, "off": False}[args.fused],
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

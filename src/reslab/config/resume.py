@@ -18,8 +18,8 @@ RESUMABLE = (
     "early_stop.",
     "log", "tracking.", "log_every",
     "out", "overwrite",
-    "device", "threads", "compile", "deterministic",
-    "data.workers", "data.eval_batch_size", "data.check",
+    "device", "threads", "compile", "compile_mode", "deterministic",
+    "data.workers", "data.decode", "data.eval_batch_size", "data.check",
     "checkpoint_every_steps", "eval_test",
 )  # fmt: skip
 

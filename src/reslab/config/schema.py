@@ -48,6 +48,8 @@ class DataConfig(_Section):
     batch_size: int = Field(128, ge=1)  # images per step over all processes (the global batch)
     eval_batch_size: int | None = Field(None, ge=1)  # default: 2 x batch_size
     workers: int | None = Field(None, ge=0)  # decoder processes for streamed folders
+    # streamed folders: auto = JPEG batches decoded on the GPU when training on CUDA (gpu_decode)
+    decode: Literal["auto", "workers", "device"] = "auto"
     image_size: int | None = Field(None, ge=1)  # px; default: the dataset's native size
     in_chans: Literal[1, 3] | None = None  # default: detected from the images
     in_memory: Literal["auto", True, False] = "auto"
@@ -256,6 +258,8 @@ class TrainConfig(_Section):
     accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     deterministic: bool = False  # deterministic kernels: bit-exact reruns and resumes
     compile: bool = False  # torch.compile the model (minutes of compile time; faster after)
+    # with compile: reduce-overhead/max-autotune record CUDA graphs (CUDA only; else default)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     threads: int | None = Field(None, ge=1)  # CPU threads; default: every core we may use
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also checkpoint mid-epoch
     log_every: int = Field(50, ge=1)  # optimizer steps between progress updates (host syncs)

@@ -8,6 +8,7 @@ batch depends only on how that generator was seeded.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,9 +23,17 @@ def _uniform(n: int, gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> 
 def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """(B, C, H, W) with values 0..255 (uint8 or float) -> float32 ``(x / 255 - mean) / std``,
     in one fused multiply-add."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, -1, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
+    scale, shift = _affine(tuple(mean), tuple(std), x.device)
     return torch.addcmul(-shift, x.float(), scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _affine(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per (statistics, device): torch.tensor(..., device="cuda") is a blocking
+    # host->device copy, which would make the host wait for the GPU at every batch.
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
+    return scale, shift
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -63,9 +72,9 @@ def pad_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -
     """
     b, c, h, w = x.shape
     dev = x.device
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-    mirror = (torch.rand(b, generator=gen) < 0.5).to(dev) if flip else torch.zeros(b, dtype=torch.bool, device=dev)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev, non_blocking=True)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev, non_blocking=True)
+    mirror = (torch.rand(b, generator=gen) < 0.5).to(dev, non_blocking=True) if flip else torch.zeros(b, dtype=torch.bool, device=dev)
     padded = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x  # (B, C, H+2p, W+2p)
     wp = w + 2 * pad
     ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
@@ -77,7 +86,7 @@ def pad_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Mirrors each image of (B, C, H, W) with probability 1/2."""
-    mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+    mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device, non_blocking=True)
     return torch.where(mirror[:, None, None, None], x.flip(-1), x)
 
 
@@ -131,11 +140,11 @@ def resized_crop_flip(
         float (B, C, size, size), bilinear.
     """
     b, _, h, w = x.shape
-    top, left, bh, bw = boxes.to(x.device, torch.float32).unbind(1)
+    top, left, bh, bw = boxes.to(x.device, torch.float32, non_blocking=True).unbind(1)
     theta = torch.zeros(b, 2, 3, device=x.device)
     sx = bw / w
     if mirror is not None:
-        sx = torch.where(mirror.to(x.device), -sx, sx)
+        sx = torch.where(mirror.to(x.device, non_blocking=True), -sx, sx)
     theta[:, 0, 0] = sx
     theta[:, 0, 2] = (2 * left + bw) / w - 1  # box centre in [-1, 1]
     theta[:, 1, 1] = bh / h
@@ -167,8 +176,9 @@ def random_erasing(
     dev = x.device
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
-    t, l_, hh, ww = (v.to(dev).view(b, 1, 1) for v in (top, left, eh, ew))
-    inside = (ys >= t) & (ys < t + hh) & (xs >= l_) & (xs < l_ + ww) & apply.to(dev).view(b, 1, 1)
+    t, l_, hh, ww = (v.to(dev, non_blocking=True).view(b, 1, 1) for v in (top, left, eh, ew))
+    on = apply.to(dev, non_blocking=True).view(b, 1, 1)
+    inside = (ys >= t) & (ys < t + hh) & (xs >= l_) & (xs < l_ + ww) & on
     return x.masked_fill(inside[:, None], 0.0)
 
 

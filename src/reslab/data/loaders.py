@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import ConfigError, DataError
 from . import batch_ops
 from .bundle import Split
+from .gpu_decode import DeviceDecoder, EncodedBatchDataset, choose_decode
 from .images import load_image_tensor, skip_reason
 from .sampling import derive_seed, epoch_indices, generator
 from .transforms import (
@@ -212,7 +213,7 @@ class InMemoryLoader(_Loader):
 
     def make_batch(self, epoch: int, batch: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Builds batch ``batch`` of ``epoch`` from sample indices ``index``."""
-        idx = index.to(self._images.device)
+        idx = index.to(self._images.device, non_blocking=True)
         x = self._images[idx].to(self.device, non_blocking=True)  # uint8 (B, C, S, S)
         y = self._labels[idx].to(self.device, non_blocking=True)
         crop, resize, spec = self.preprocess["crop"], self.preprocess["resize"], self.spec
@@ -249,7 +250,8 @@ class InMemoryLoader(_Loader):
 
     def iter_from(self, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._to_device()
-        epoch, order = self.epoch, self.indices()
+        # the epoch's order crosses to the images' device once, not one blocking copy per batch
+        epoch, order = self.epoch, self.indices().to(self._images.device)
         for b in range(int(batch), len(self)):
             yield self.make_batch(epoch, b, self.batch_indices(b, order))
 
@@ -329,14 +331,18 @@ class StreamingLoader(_Loader):
 
     kind = "streaming"
 
-    def __init__(self, split: Split, workers: int | None = None, **kw):
+    def __init__(self, split: Split, workers: int | None = None, decode: str = "auto", **kw):
         super().__init__(split, **kw)
         workers = worker_count(workers, self.log)
         tf = train_transform(self.preprocess, self.spec) if self.train else eval_tensor_transform(self.preprocess)
-        self._dataset = _BatchDataset(
-            split.paths, split.labels, tf, self.in_chans, self.preprocess["resize"],
-            self.preprocess["crop"], self.aug_seed,
-        )
+        self.decode = choose_decode(decode, self.device, split.paths, self.spec)
+        self._decoder = None  # decode=device: workers read bytes, the device decodes (gpu_decode)
+        if self.decode == "device":
+            self._dataset = EncodedBatchDataset(split.paths, split.labels)
+            self._decoder = DeviceDecoder(self.preprocess, self.spec, self.train, self.device, self.aug_seed)
+        else:
+            self._dataset = _BatchDataset(split.paths, split.labels, tf, self.in_chans,
+                                          self.preprocess["resize"], self.preprocess["crop"], self.aug_seed)  # fmt: skip
         self._sampler = _KeySampler(self)
         cuda = self.device.type == "cuda"
         self._dl = DataLoader(
@@ -365,6 +371,8 @@ class StreamingLoader(_Loader):
         epoch, met = self.epoch, []
         try:
             for b, (x, y, skipped) in enumerate(self._dl, start=int(batch)):
+                if self._decoder is not None:  # x: encoded bytes; decoded here, in one batch
+                    x, y, skipped = self._decoder(x, y, epoch, b, skipped)
                 for path, reason in skipped:
                     if path not in self._skipped:
                         self._skipped[path] = reason
@@ -397,6 +405,7 @@ def make_loader(
     seed: int = 0,
     device: str | torch.device = "cpu",
     workers: int | None = None,
+    decode: str = "auto",
     drop_last: bool | None = None,
     sampler: str = "random",
     rank: int = 0,
@@ -417,6 +426,8 @@ def make_loader(
         device: where batches are produced (``cpu``, ``cuda``, ``auto``).
         workers: decoder processes for streamed splits (default min(4, CPUs); more than the
             CPU cores are capped to them, with a note in the log); ignored in memory.
+        decode: streamed splits: ``workers`` (per image, on CPU), ``device`` (JPEG batches
+            on the loader's device, ``gpu_decode``) or ``auto`` (device on CUDA with JPEGs).
         drop_last: drop the last partial batch; default True when training on more than one batch.
         sampler: ``random`` or ``balanced`` (class-balanced draws with replacement).
         rank, world_size: DDP sharding: disjoint slices of one permutation, equal lengths.
@@ -436,4 +447,4 @@ def make_loader(
     )  # fmt: skip
     if split.in_memory:
         return InMemoryLoader(split, **common)
-    return StreamingLoader(split, workers=workers, **common)
+    return StreamingLoader(split, workers=workers, decode=decode, **common)

@@ -23,6 +23,7 @@ from ..models import fused as fused_bn
 from ..run_folder import RunFolder, RunLock, RunLog
 from .batch_size import batch_sizes, check_batch_norm_batch, smallest_batch
 from .callbacks import EarlyStopping
+from .cuda_graphs import compile_model
 from .distributed import DistInfo, broadcast_object, wrap_ddp
 from .ema import ModelEma
 from .loggers import Loggers, check_trackers, make_loggers
@@ -238,7 +239,7 @@ class TrainerBuilder:
         cfg, info = self.cfg, self.info
         sizes_ = self.batch
         # workers capped at the cores once (one note); skipped files go to the run's log
-        common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device,
+        common = dict(preprocess=preprocess, seed=cfg.seed, device=self.device, decode=cfg.data.decode,
                       workers=worker_count(cfg.data.workers, self.log), log=self.log)  # fmt: skip
         shard = dict(rank=info.rank, world_size=info.world_size)
         out: dict[str, Any] = {"val": None, "test": None}
@@ -280,7 +281,7 @@ class TrainerBuilder:
         train_model = wrap_ddp(model, self.info, device, cfg.model.sync_bn)
         if cfg.compile:
             self.log("compiling the model with torch.compile (the first steps take a while)")
-            train_model = torch.compile(train_model)
+            train_model = compile_model(train_model, cfg.compile_mode, device, self.log)
         return TrainStep(
             train_model, model, optimizer, scheduler, precision=self.precision,
             num_classes=num_classes, label_smoothing=cfg.label_smoothing, class_weight=weight,

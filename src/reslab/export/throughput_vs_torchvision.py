@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import cpu_memory
 from ..device import cpu_bf16_support, resolve_device, set_cpu_threads
+from .bench_train import train_paths
 
 
 @dataclass
@@ -164,41 +165,6 @@ def _inference_paths(
     return paths, prep, notes
 
 
-def _train_paths(peer, ours, x, device) -> dict:
-    from ..device import resolve_precision
-
-    y = torch.randint(0, 10, (len(x),), device=device)
-    prec = resolve_precision(device, "auto")
-
-    def step_fn(model, autocast_dtype, channels_last):
-        model = copy.deepcopy(model).train()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-        def step():
-            with torch.autocast(
-                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-            ):
-                loss = nn.functional.cross_entropy(model(xx), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
-
-    half = prec.dtype or torch.bfloat16
-    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[half]
-    return {
-        "peer fp32 eager": step_fn(peer, None, False),
-        f"peer {name}+cl eager": step_fn(peer, half, True),
-        f"reslab {prec.name}{'+cl' if prec.channels_last else ''} (engine precision)": step_fn(
-            ours, prec.dtype, prec.channels_last
-        ),
-    }
-
-
 def _rows(secs: dict, batch: int, flop_per_image: float, prep: dict, notes: dict) -> list[BenchRow]:
     names = list(secs)
     rows = []
@@ -234,6 +200,9 @@ def run_bench(
     backends: tuple[str, ...] = (),
     num_classes: int = 1000,
     log: Callable[[str], None] | None = logging.getLogger("reslab.export").info,
+    train_compile: bool = False,
+    compile_mode: str = "default",
+    fused: bool | None = None,
 ) -> dict:
     """Measures inference (and training) throughput of reslab's paths against the peer.
 
@@ -250,6 +219,11 @@ def run_bench(
             to compare them with the default side by side.
         num_classes: classifier size.
         log: progress messages (default: the ``reslab.export`` logger; None: silent).
+        train_compile: add the compiled training rows (the best plain loop: torchvision +
+            fused SGD + torch.compile; and reslab's engine step compiled in ``compile_mode``).
+        compile_mode: ``torch.compile`` mode of the compiled engine step
+            (``reduce-overhead``: CUDA graphs, CUDA only).
+        fused: optimizer kernels of the engine and best-loop rows (None: fused where supported).
     Returns:
         A JSON-ready dict: settings, machine, and per mode a list of rows
         (``images_per_s``, ``gflops``, ``vs_fp32``, ``vs_bf16cl``...).
@@ -284,9 +258,10 @@ def run_bench(
         result["inference"] = [asdict(r) for r in _rows(secs, batch_size, 2 * macs, prep, notes)]
     if mode in ("train", "both"):
         # Forward + backward ~ 3x the forward FLOPs (backward computes two products per layer).
-        paths = _train_paths(peer, ours, x, dev)
+        paths, notes = train_paths(peer, ours, x, dev, compile_=train_compile, compile_mode=compile_mode,
+                                   fused=fused, num_classes=num_classes, log=say)  # fmt: skip
         secs = time_interleaved(paths, iters, warmup, dev)
-        result["train"] = [asdict(r) for r in _rows(secs, batch_size, 6 * macs, {}, {})]
+        result["train"] = [asdict(r) for r in _rows(secs, batch_size, 6 * macs, {}, notes)]
     try:  # peak resident memory of this process so far (the module is POSIX-only)
         import resource
 
