@@ -115,7 +115,10 @@ def test_bf16_fast_path_matches_fp32_loss_curve(tmp_path, digits):
     runs = {p: fit(_cfg(tmp_path, p, precision=p, epochs=3), data=digits).history for p in ("fp32", "bf16")}
     for a, b in zip(runs["fp32"], runs["bf16"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05, abs=0.03)
-        assert b["val_acc"] == pytest.approx(a["val_acc"], abs=0.06)
+    # Validation accuracy after one epoch of a barely trained net swings by 10 points under any
+    # rounding change (143 images, BatchNorm statistics still moving; seen on an AMD EPYC with
+    # AVX512-BF16 but no AMX): compare where training has settled, the last epoch.
+    assert runs["bf16"][-1]["val_acc"] == pytest.approx(runs["fp32"][-1]["val_acc"], abs=0.06)
     assert runs["bf16"][-1]["train_loss"] < 0.6 * runs["bf16"][0]["train_loss"]
 
 

@@ -330,9 +330,9 @@ def _sweep_module():
 
 def test_every_sweep_job_is_a_valid_recipe(monkeypatch):
     from reslab.config import load_config
-    from reslab.models import registry
+    from reslab.models import table
 
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the sweep's nets stay here
+    monkeypatch.setattr(table, "_MODELS", dict(table._MODELS))  # the sweep's nets stay here
     sweep = _sweep_module()
     sweep.register_extra_archs()
     for name, job in sweep.JOBS.items():
