@@ -77,7 +77,8 @@ def make_loaders(root: Path, image_size: int, batch_size: int, workers: int):
         )
     pin = torch.cuda.is_available()
     train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True,
-                              num_workers=workers, pin_memory=pin, drop_last=len(train_set) > batch_size)
+                              num_workers=workers, pin_memory=pin,
+                              drop_last=len(train_set) > batch_size)
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False,
                             num_workers=workers, pin_memory=pin)
     return train_loader, val_loader, train_set.classes
@@ -203,7 +204,8 @@ def write_demo_folder(root: Path, size: int = 32) -> Path:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, help="folder with train/<class>/ and val/<class>/")
-    p.add_argument("--demo", action="store_true", help="write scikit-learn digits and train on them")
+    p.add_argument("--demo", action="store_true",
+                   help="write scikit-learn digits and train on them")
     p.add_argument("--image-size", type=int, default=224, help="pixels (use 32-64 for a CPU try)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)

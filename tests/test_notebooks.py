@@ -60,7 +60,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     pytest.importorskip("ipykernel", reason="pip install 'reslab[notebooks]'")
     # The kernel inherits the environment: reslab from this checkout, plots without a display.
     src = str(Path(__file__).resolve().parents[1] / "src")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+    paths = filter(None, [src, os.environ.get("PYTHONPATH")])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.setenv("MPLBACKEND", "agg")
     nb = nbformat.read(path, as_version=4)
     # kernel "python3" with argv[0] "python" runs as this very interpreter (jupyter_client).
@@ -70,4 +71,4 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     client.execute()
     text = _text_of(nb)
     for expected in EXPECTED[path.name]:
-        assert expected in text, f"{path.name} did not print {expected!r}; it printed:\n{text[-3000:]}"
+        assert expected in text, f"{path.name} did not print {expected!r}:\n{text[-3000:]}"
