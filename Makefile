@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test test-fast system bench clean
+.PHONY: demo test test-fast system bench notebook clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test-fast: $(VENV)/.all
 
 bench: $(VENV)/.all
 	$(PY) benchmarks/run_all.py
+
+# JupyterLab on notebooks/ with this venv's Python as the kernel (jupyterlab is not in `all`:
+# the tests run the notebooks headless with nbclient).
+notebook: $(VENV)/.all
+	$(PIP) install -q jupyterlab
+	$(PY) -m ipykernel install --sys-prefix --name python3
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
