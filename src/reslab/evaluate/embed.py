@@ -150,6 +150,7 @@ def near_duplicates(
     paths: Sequence[str],
     threshold: float = 0.98,
     groups: Sequence[str] | None = None,
+    block: int = 2048,
 ) -> list[tuple[str, str, float]]:
     """Pairs of images whose embeddings have cosine similarity >= ``threshold``.
 
@@ -163,6 +164,7 @@ def near_duplicates(
         threshold: cosine similarity, -1..1; resized or JPEG re-encoded copies score ~0.98+.
         groups: optional N labels (e.g. the split of each image); when given, only pairs
             from different groups are reported (leakage across splits).
+        block: rows compared at once (memory: block x N floats).
     Returns:
         [(path_a, path_b, similarity)] sorted by similarity, highest first.
     """
@@ -176,13 +178,15 @@ def near_duplicates(
         raise ConfigError(f"threshold={threshold!r} is a cosine similarity: use -1..1 (e.g. 0.98).")
     centred = emb - emb.mean(axis=0, keepdims=True) if len(emb) > 2 else emb
     x = normalize_rows(centred)
-    sims = x @ x.T  # (N, N); fine up to ~20k images (1.6 GB at 20k)
-    a, b = np.nonzero(np.triu(sims >= threshold, k=1))
-    pairs = [
-        (str(paths[i]), str(paths[j]), float(sims[i, j]))
-        for i, j in zip(a.tolist(), b.tolist())
-        if groups is None or groups[i] != groups[j]
-    ]
+    pairs = []
+    # Row blocks keep memory at block x N floats (a full N x N matrix is 10 GB at 50k images).
+    for start in range(0, len(x), block):
+        sims = x[start:start + block] @ x.T  # (block, N)
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, j in zip(rows.tolist(), cols.tolist()):
+            i = start + r
+            if j > i and (groups is None or groups[i] != groups[j]):
+                pairs.append((str(paths[i]), str(paths[j]), float(sims[r, j])))
     return sorted(pairs, key=lambda p: -p[2])
 
 
