@@ -1,7 +1,7 @@
 """The notebooks in notebooks/: stored without outputs, and each one runs top to bottom.
 
-They run in a fresh kernel (nbclient, the `notebooks` extra) in a temporary folder, with this
-process's Python, so the tests see the reslab under test.
+They run in a fresh kernel each (nbclient, the `notebooks` extra) in one temporary folder, with
+this process's Python, so the tests see the reslab under test.
 """
 
 import json
@@ -51,10 +51,17 @@ def _text_of(nb) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One folder for all notebooks, as a reader running them in order has: notebooks 5 and
+    6 reuse notebook 4's run instead of training their own."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, workdir, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install 'reslab[notebooks]'")
     nbclient = pytest.importorskip("nbclient", reason="pip install 'reslab[notebooks]'")
     pytest.importorskip("ipykernel", reason="pip install 'reslab[notebooks]'")
@@ -66,7 +73,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     # kernel "python3" with argv[0] "python" runs as this very interpreter (jupyter_client).
     client = nbclient.NotebookClient(
-        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
     )
     client.execute()
     text = _text_of(nb)
