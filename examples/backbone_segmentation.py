@@ -4,20 +4,17 @@ weights and without them. Prints the mean IoU for both (docs/backbones.md).
 
     python examples/backbone_segmentation.py --steps 150
     python examples/backbone_segmentation.py --steps 20 --json      # a smoke run
+
+The pieces, to reuse on your own data (reslab.experiments.backbones):
+    segmenter = StageSegmenter(backbone, num_classes, in_chans, mean=mean, std=std)
+    logits = segmenter(images)                                        # (B, K, H, W)
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared report printer
-
-from backbone_detection import main as _main  # noqa: E402
+from reslab.experiments.backbone_study import example_main
 
 
 def main(argv=None) -> dict:
-    return _main(argv, task="segmentation")
+    return example_main("segmentation", argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ the same network untrained; box mAP@0.5 and mean IoU on held-out scenes.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import time
 
@@ -150,3 +152,33 @@ def compare_backbones(task: str, steps: int = 150, train_images: int = 256,
             for name in ("pretrained", "untrained")}
     return {"task": task, "metric": arms["pretrained"]["metric"], "steps": steps,
             "train_images": train_images, "test_images": test_images, **arms}
+
+
+def format_report(report: dict) -> str:
+    """A few lines: the metric for each backbone, the seconds and the last loss."""
+    lines = [f"{report['task']}: {report['metric']} on {report['test_images']} held-out scenes, "
+             f"{report['steps']} steps on {report['train_images']} training scenes"]
+    for arm in ("pretrained", "untrained"):
+        r = report[arm]
+        lines.append(f"  {arm:10s} backbone  {r['value']:.3f}   ({r['seconds']:.0f} s, "
+                     f"final loss {r['final_loss']:.3f})")
+    return "\n".join(lines)
+
+
+def example_main(task: str, argv=None, description: str = "") -> dict:
+    """The command line of examples/backbone_{detection,segmentation}.py; prints the report."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps per backbone")
+    p.add_argument("--train-images", type=int, default=256)
+    p.add_argument("--test-images", type=int, default=64)
+    p.add_argument("--size", type=int, default=32, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="also print the report as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = compare_backbones(task, args.steps, args.train_images, args.test_images,
+                               args.size, args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    print(format_report(report))
+    return report
