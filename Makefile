@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test test-fast test-installed system bench clean
+.PHONY: demo test test-fast test-installed system bench notebook clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test-installed: $(VENV)/.all
 
 bench: $(VENV)/.all
 	$(PY) benchmarks/run_all.py
+
+# JupyterLab on notebooks/ with this venv's Python as the kernel (jupyterlab is not in `all`:
+# the tests run the notebooks headless with nbclient).
+notebook: $(VENV)/.all
+	$(PIP) install -q jupyterlab
+	$(PY) -m ipykernel install --sys-prefix --name python3
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
