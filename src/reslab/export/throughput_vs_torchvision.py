@@ -228,17 +228,10 @@ def run_bench(
         A JSON-ready dict: settings, machine, and per mode a list of rows
         (``images_per_s``, ``gflops``, ``vs_fp32``, ``vs_bf16cl``...).
     """
-    from ..errors import ConfigError
     from ..models import count_macs
 
     say = log or (lambda _m: None)
-    if mode not in ("inference", "train", "both"):
-        raise ConfigError(f"--mode {mode!r}: choose inference, train or both.")
-    if batch_size < 1 or image_size < 8 or iters < 1:
-        raise ConfigError(
-            f"received batch_size={batch_size}, image_size={image_size}, iters={iters}; "
-            "expected batch_size >= 1, image_size >= 8, iters >= 1."
-        )
+    _check_settings(mode, batch_size, image_size, iters)
     dev = resolve_device(device)
     n_threads = set_cpu_threads(threads)
     torch.manual_seed(0)  # the same random weights every run: comparable figures and checks
@@ -269,6 +262,19 @@ def run_bench(
     except ImportError:
         pass
     return result
+
+
+def _check_settings(mode: str, batch_size: int, image_size: int, iters: int) -> None:
+    """Refuses settings that cannot be measured, before any model is built."""
+    from ..errors import ConfigError
+
+    if mode not in ("inference", "train", "both"):
+        raise ConfigError(f"--mode {mode!r}: choose inference, train or both.")
+    if batch_size < 1 or image_size < 8 or iters < 1:
+        raise ConfigError(
+            f"received batch_size={batch_size}, image_size={image_size}, iters={iters}; "
+            "expected batch_size >= 1, image_size >= 8, iters >= 1."
+        )
 
 
 def _machine(dev: torch.device, n_threads: int) -> dict:
