@@ -308,7 +308,11 @@ def headings(text: str) -> set[str]:
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-@pytest.mark.parametrize("doc", DOCS)
+ALL_MARKDOWN = sorted({*DOCS, *(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")),
+                       *(str(p.relative_to(ROOT)) for p in ROOT.glob("*.md"))})
+
+
+@pytest.mark.parametrize("doc", ALL_MARKDOWN)
 def test_relative_links_resolve(doc):
     if not (ROOT / doc).is_file():
         pytest.fail(f"{doc} is missing")
