@@ -30,3 +30,7 @@ def test_demo_quick_runs_all_four_steps(tmp_path, capsys):
     assert abs((ft - sc) - gain) < 0.11 and (m[1] == "beats") == (gain > 0)
     assert int(m[2]) == len(list((out / "digits_3_per_class" / "test").glob("*/*.png")))
     assert len(re.findall(r"test/\d/\d+\.png", text)) == 6  # six example predictions
+    # one result, one number: the table's test accuracy is each training log's (summary.json)
+    for run, pct in (("finetuned", ft), ("scratch", sc)):
+        logged = json.loads((out / run / "summary.json").read_text())["test_acc"]
+        assert pct == pytest.approx(100 * logged, abs=0.051), run

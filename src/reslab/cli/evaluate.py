@@ -48,14 +48,15 @@ def output_dir(args, loaded) -> Path:
 
 def inference_settings(args, loaded, log) -> dict:
     """The precision, batch size and path: the training's unless the flags say otherwise."""
-    eager = args.precision is None
-    precision = loaded.train_precision if eager else args.precision
-    batch_size = args.batch_size or loaded.eval_batch_size
-    if eager:
-        log(f"evaluating as training did (precision={precision} from the run's config, eager "
-            f"model, batch {batch_size}), so the numbers match the training log; pass "
-            "--precision auto for the fast inference path")
-    return dict(precision=precision, batch_size=batch_size, eager=eager)
+    settings = dict(loaded.as_trained)
+    if args.batch_size:
+        settings["batch_size"] = args.batch_size
+    if args.precision is not None:
+        return dict(settings, precision=args.precision, eager=False)
+    log(f"evaluating as training did (precision={settings['precision']} from the run's config, "
+        f"eager model, batch {settings['batch_size']}), so the numbers match the training log; "
+        "pass --precision auto for the fast inference path")
+    return settings
 
 
 def calibrate(args, loaded, bundle, split_name, out_dir, common, log) -> float:

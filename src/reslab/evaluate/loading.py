@@ -50,6 +50,12 @@ class LoadedRun:
         return int(data.get("eval_batch_size") or 2 * int(data.get("batch_size") or 128))
 
     @property
+    def as_trained(self) -> dict:
+        """``evaluate(..., **run.as_trained)``: precision, batch size and the eager model that
+        training evaluated with, so the number matches the training log's."""
+        return {"precision": self.train_precision, "batch_size": self.eval_batch_size, "eager": True}
+
+    @property
     def data_source(self) -> str | None:
         """The dataset the run was trained on (``config.data.source``), if recorded."""
         src = (self.config.get("data") or {}).get("source")

@@ -159,7 +159,8 @@ def _evaluate(run_dir: Path, data_dir: Path):
     bundle = load_dataset(data_dir, check=False, log=None, in_chans=run.preprocess["input_size"][0],
                           image_size=run.preprocess["crop"], mean=run.preprocess["mean"],
                           std=run.preprocess["std"])  # fmt: skip
-    return evaluate(run.model, bundle.test, run.classes, preprocess=run.preprocess)
+    # as training evaluated, so the table's test accuracy is the training log's
+    return evaluate(run.model, bundle.test, run.classes, preprocess=run.preprocess, **run.as_trained)
 
 
 def _predict_examples(ft_dir: Path, scratch_dir: Path, data_dir: Path, log, k: int = 6) -> None:
