@@ -91,6 +91,7 @@ def test_cli_flags(leaky, capsys):
     assert main(["check", str(root), "--min-per-class", "5"]) == 1
     text = capsys.readouterr().out
     assert "[BLOCKING] near_duplicate: 6" in text and "similarity" in text
+    assert "Training's own check does not compare images" in text
     assert "near-duplicates across splits: 6 pair(s) among 84 images" in text
     assert main(["check", str(root), "--min-per-class", "5", "--no-near-duplicates", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -56,9 +56,14 @@ def format_report(report) -> str:
                 lines.append(f"    note: {detail}")
         lines.append(f"    fix: {p.fix}")
     lines.append("")
-    if report.blocking:
+    # near_duplicate needs every image decoded: only reslab check looks, training would not refuse
+    refused = [k for k in d["blocking_kinds"] if k != "near_duplicate"]
+    if refused:
         kinds = ", ".join(d["blocking_kinds"])
         lines.append(f"BLOCKING: {kinds}. Training refuses this dataset until they are fixed (exit code 1).")
+    elif report.blocking:
+        lines.append("BLOCKING: near_duplicate. Training's own check does not compare images and would "
+                     "run, but val/test scores would be inflated: fix it first (exit code 1).")
     else:
         lines.append("OK to train: nothing blocking (warnings are handled automatically and logged).")
     return "\n".join(lines)
