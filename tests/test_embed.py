@@ -52,7 +52,9 @@ def _embed(model, folder, layer="pool"):
 def test_near_duplicates_finds_resized_and_reencoded_copies(folder, fmnist_model, one_thread):
     emb, paths, skipped = _embed(fmnist_model, folder)
     assert not skipped and emb.shape == (66, 64)
-    pairs = near_duplicates(emb, paths, threshold=0.98)
+    # 0.97: the resized copy against the JPEG copy of one original scores 0.976 (two
+    # degradations apart); distinct images stay below 0.9 (docs/backbones.md)
+    pairs = near_duplicates(emb, paths, threshold=0.97)
     found = {frozenset(Path(p).stem for p in (a, b)) for a, b, _ in pairs}
     # Each original, its resized copy and its JPEG copy: three pairs per original, no others.
     expected = set()
@@ -61,7 +63,7 @@ def test_near_duplicates_finds_resized_and_reencoded_copies(folder, fmnist_model
         expected |= {frozenset((trio[0], trio[1])), frozenset((trio[0], trio[2])),
                      frozenset((trio[1], trio[2]))}
     assert found == expected
-    blocked = near_duplicates(emb, paths, threshold=0.98, block=7)  # blocks change nothing
+    blocked = near_duplicates(emb, paths, threshold=0.97, block=7)  # blocks change nothing
     assert {(a, b) for a, b, _ in blocked} == {(a, b) for a, b, _ in pairs}
     assert sorted(s for *_, s in blocked) == pytest.approx(sorted(s for *_, s in pairs), abs=1e-6)
     # None of them has the same bytes: an exact hash finds nothing here.

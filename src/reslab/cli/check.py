@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report classes with fewer than K training images (default 10)")
     parser.add_argument("--fast", action="store_true",
                         help="file-level checks only (what training runs first): no full decode")  # fmt: skip
+    parser.add_argument("--near-duplicates", action=argparse.BooleanOptionalAction, default=None,
+                        help="compare small embeddings of every image across splits to find resized "
+                             "or re-encoded copies (default: on, up to 20000 images; off with --fast)")  # fmt: skip
+    parser.add_argument("--near-duplicate-threshold", type=float, default=None, metavar="COS",
+                        help="cosine similarity (-1..1) from which a pair is reported (default 0.98)")  # fmt: skip
 
 
 def format_report(report) -> str:
@@ -31,6 +36,11 @@ def format_report(report) -> str:
         lines.append(f"  {split}: {info['images']} images in {len(info['classes'])} classes")
     if "imbalance_ratio" in d["stats"]:
         lines.append(f"  class imbalance (largest / smallest): {d['stats']['imbalance_ratio']}")
+    near = d["stats"].get("near_duplicates")
+    if near:
+        lines.append(f"  near-duplicates across splits: skipped ({near['skipped']})" if "skipped" in near
+                     else f"  near-duplicates across splits: {near['pairs']} pair(s) among {near['images']} "
+                          f"images at similarity >= {near['threshold']}")  # fmt: skip
     lines.append("")
     if not report.problems:
         lines.append("No problems found.")
@@ -46,9 +56,14 @@ def format_report(report) -> str:
                 lines.append(f"    note: {detail}")
         lines.append(f"    fix: {p.fix}")
     lines.append("")
-    if report.blocking:
+    # near_duplicate needs every image decoded: only reslab check looks, training would not refuse
+    refused = [k for k in d["blocking_kinds"] if k != "near_duplicate"]
+    if refused:
         kinds = ", ".join(d["blocking_kinds"])
         lines.append(f"BLOCKING: {kinds}. Training refuses this dataset until they are fixed (exit code 1).")
+    elif report.blocking:
+        lines.append("BLOCKING: near_duplicate. Training's own check does not compare images and would "
+                     "run, but val/test scores would be inflated: fix it first (exit code 1).")
     else:
         lines.append("OK to train: nothing blocking (warnings are handled automatically and logged).")
     return "\n".join(lines)
@@ -75,16 +90,22 @@ def report_path(out: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from reslab.data import check_dataset
-    from reslab.data.health import MIN_PER_CLASS
+    from reslab.data.health import MIN_PER_CLASS, NEAR_DUPLICATE_THRESHOLD
     from reslab.engine.progress import TaskProgress
+    from reslab.errors import ConfigError
 
     k = MIN_PER_CLASS if args.min_per_class is None else args.min_per_class
     if args.out:
         report_path(args.out)  # refuse an unwritable --out before the (long) scan
+    threshold = NEAR_DUPLICATE_THRESHOLD if args.near_duplicate_threshold is None else args.near_duplicate_threshold
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"--near-duplicate-threshold {threshold:g} is a cosine similarity: "
+                          "use -1..1 (default 0.98; higher reports fewer pairs).")
 
     # the scan reports no steps, so the bar pulses and shows the elapsed time on a terminal
     with TaskProgress("check (fast scan)" if args.fast else "check (full scan)"):
-        report = check_dataset(args.data, full=not args.fast, min_per_class=k)
+        report = check_dataset(args.data, full=not args.fast, min_per_class=k,
+                               near_duplicates=args.near_duplicates, near_duplicate_threshold=threshold)
     text = json.dumps(report.to_dict(), indent=2)
     out = report_path(args.out) if args.out else None
     if out is not None:

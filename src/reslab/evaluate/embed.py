@@ -9,6 +9,9 @@ similarity, and near-duplicates (resized or re-encoded copies that exact hashes 
 An index is ``feats.npy`` (float32 (N, D)) with ``feats.json`` next to it (paths, layer,
 checkpoint), or one ``feats.parquet`` (columns ``path`` and ``embedding``, the same
 metadata in the file's key-value metadata).
+
+``near_duplicates`` lives in ``reslab.data.near_duplicates`` (``reslab check`` uses it
+there, below this layer) and is re-exported here, where docs/backbones.md documents it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data.images import is_image_file, load_image
+from ..data.near_duplicates import near_duplicates, normalize_rows  # noqa: F401
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, DataError
 
@@ -117,13 +121,6 @@ def embed_images(
     return np.concatenate(chunks).astype(np.float32), done, skipped
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), so a dot product is a cosine."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
 def nearest(query: np.ndarray, index: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``index`` most cosine-similar to each query row.
 
@@ -143,51 +140,6 @@ def nearest(query: np.ndarray, index: np.ndarray, k: int = 5) -> tuple[np.ndarra
     k = min(k, x.shape[0])
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(sims, order, axis=1)
-
-
-def near_duplicates(
-    embeddings: np.ndarray,
-    paths: Sequence[str],
-    threshold: float = 0.98,
-    groups: Sequence[str] | None = None,
-    block: int = 2048,
-) -> list[tuple[str, str, float]]:
-    """Pairs of images whose embeddings have cosine similarity >= ``threshold``.
-
-    The embeddings are centred first (the set's mean subtracted): after a ReLU every feature
-    is positive, so raw cosines between unrelated images are already high; centred, only
-    the content that differs from the set's average counts.
-
-    Args:
-        embeddings: (N, D) from ``embed_images``.
-        paths: the N image paths.
-        threshold: cosine similarity, -1..1; resized or JPEG re-encoded copies score ~0.98+.
-        groups: optional N labels (e.g. the split of each image); when given, only pairs
-            from different groups are reported (leakage across splits).
-        block: rows compared at once (memory: block x N floats).
-    Returns:
-        [(path_a, path_b, similarity)] sorted by similarity, highest first.
-    """
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(paths):
-        raise ConfigError(f"expected embeddings (N, D) for N={len(paths)} paths, "
-                          f"received shape {tuple(emb.shape)}.")
-    if groups is not None and len(groups) != len(paths):
-        raise ConfigError(f"groups has {len(groups)} entries for {len(paths)} paths.")
-    if not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"threshold={threshold!r} is a cosine similarity: use -1..1 (e.g. 0.98).")
-    centred = emb - emb.mean(axis=0, keepdims=True) if len(emb) > 2 else emb
-    x = normalize_rows(centred)
-    pairs = []
-    # Row blocks keep memory at block x N floats (a full N x N matrix is 10 GB at 50k images).
-    for start in range(0, len(x), block):
-        sims = x[start:start + block] @ x.T  # (block, N)
-        rows, cols = np.nonzero(sims >= threshold)
-        for r, j in zip(rows.tolist(), cols.tolist()):
-            i = start + r
-            if j > i and (groups is None or groups[i] != groups[j]):
-                pairs.append((str(paths[i]), str(paths[j]), float(sims[r, j])))
-    return sorted(pairs, key=lambda p: -p[2])
 
 
 # ----------------------------------------------------------------------------- index files
