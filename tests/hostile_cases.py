@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from PIL import Image
@@ -63,7 +64,7 @@ def reslab(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 24
     """
     cmd = [sys.executable, "-m", "reslab", *map(str, args)]
     try:
-        p = subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True,
+        p = subprocess.run(cmd, check=False, cwd=cwd, env=env or cli_env(), capture_output=True, text=True,
                            errors="replace", timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"`reslab {' '.join(map(str, args))}` hung: no exit within {timeout:g} s") from e
@@ -145,7 +146,7 @@ class SilentServer:
                 return
             self.held.append(conn)
 
-    def __enter__(self) -> SilentServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
