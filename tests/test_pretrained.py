@@ -479,3 +479,14 @@ def test_top_level_function_forwards():
     assert reslab.load_pretrained.__doc__ and callable(reslab.load_pretrained)
     with pytest.raises(WeightsError):
         reslab.load_pretrained(create_model("resnet20"), "missing.safetensors", log=None)
+
+
+def test_weights_with_nan_are_refused_naming_the_file_and_tensors(tmp_path):
+    src = create_model("resnet20", num_classes=10)
+    state = src.state_dict()
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"diverged\.pt holds NaN or infinite values in 1 tensor\(s\) "
+                                           r"\(layer1\.0\.conv1\.weight\)"):
+        load_pretrained(create_model("resnet20", num_classes=10), path, log=None)

@@ -16,8 +16,7 @@ from torch import nn
 
 from ..data.transforms import check_preprocess
 from ..errors import ConfigError, DataError, WeightsError
-from ..files import load_checkpoint
-from ..models.checkpoint import model_from_checkpoint
+from ..models.checkpoint import model_from_checkpoint, read_checkpoint
 from ..run_folder import RunFolder
 
 TEMPERATURE_FILE = "temperature.json"
@@ -120,7 +119,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     """
     ckpt_path, run = RunFolder.resolve_checkpoint(path)
     run_dir = run.path if run else None
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    ckpt = read_checkpoint(ckpt_path, map_location="cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     classes = list(ckpt.get("classes") or [])
     if not classes and run_dir is not None and (run_dir / "classes.json").exists():

@@ -165,8 +165,7 @@ def export_model(
     Raises:
         ConfigError for unsupported options; ParityError when the artifact disagrees.
     """
-    from ..files import load_checkpoint
-    from ..models.checkpoint import model_from_checkpoint
+    from ..models.checkpoint import model_from_checkpoint, read_checkpoint
     from .samples import samples_for
 
     say = log or (lambda _m: None)
@@ -174,7 +173,7 @@ def export_model(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the artifact.")
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     classes = list(ckpt.get("classes") or [str(i) for i in range(model.num_classes)])
     if len(classes) != model.num_classes:

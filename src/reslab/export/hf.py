@@ -40,13 +40,10 @@ _NEUTRAL = {"zero_init_residual", "drop_rate", "drop_path_rate", "block_drop_rat
 
 def load_for_export(checkpoint) -> tuple[nn.Module, list[str], dict, dict]:
     """``(model, classes, preprocess, checkpoint)`` from a checkpoint, run folder or dict."""
-    from ..files import load_checkpoint
-    from ..models.checkpoint import model_from_checkpoint
-    from ..run_folder import RunFolder
+    from ..models.checkpoint import model_from_checkpoint, read_checkpoint
 
     if not isinstance(checkpoint, dict):
-        path, _run = RunFolder.resolve_checkpoint(checkpoint)
-        checkpoint = load_checkpoint(path)
+        checkpoint = read_checkpoint(checkpoint)
     model = model_from_checkpoint(checkpoint).eval()
     classes = list(checkpoint.get("classes") or [str(i) for i in range(model.num_classes)])
     return model, classes, _preprocess_of(model, checkpoint), checkpoint

@@ -12,6 +12,17 @@ from .registry import create_model
 from .weights_file import load_torch_file
 
 
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A reslab checkpoint file, or a run folder's best (else last) one, read safely: an empty,
+    truncated, HTML or pickle-carrying file is a ``WeightsError`` that says what it is.
+
+    Args:
+        path: a ``.pt`` file or a run folder.
+        map_location: where tensors land.
+    """
+    return load_torch_file(RunFolder.resolve_checkpoint(path)[0], map_location)
+
+
 def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
     """Rebuilds the model recorded in a reslab checkpoint and loads its weights (strict).
 

@@ -219,6 +219,7 @@ def load_pretrained(
             f"Build it with reslab.create_model({src.architecture!r}, num_classes=..., "
             f"in_chans=...) (or pass pretrained=... to create_model)."
         )
+    _refuse_non_finite(src.state_dict, src.file or source)
     to_load, report = match_state_dict(model, src.state_dict, strict_head=strict_head)
     report.source, report.file, report.layout = str(source), str(src.file), src.layout
     report.notes.extend(src.notes)
@@ -234,6 +235,20 @@ def load_pretrained(
     if log:
         log(report.summary())
     return report
+
+
+def _refuse_non_finite(state_dict: Mapping[str, torch.Tensor], where) -> None:
+    """Weights holding NaN or inf train to NaN at the first step, which would then be blamed
+    on the learning rate: refuse them here, naming the file and the tensors."""
+    bad = [k for k, v in state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise WeightsError(
+            f"{where} holds NaN or infinite values in {len(bad)} tensor(s) ({shown}): these weights "
+            "are broken (a run that diverged, or a damaged file). Use a checkpoint saved before "
+            "the run diverged, or other weights."
+        )
 
 
 def _follow_normalisation(model: nn.Module, preprocess: Mapping | None) -> None:
