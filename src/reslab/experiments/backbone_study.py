@@ -51,24 +51,34 @@ def _targets(data: ShapesData, idx: list[int]) -> list[dict]:
     return [{"boxes": data.boxes[i], "labels": data.labels[i]} for i in idx]
 
 
-def train_detector(detector: nn.Module, data: ShapesData, steps: int, batch_size: int = 8,
-                   lr: float = 0.01, seed: int = 0) -> list[float]:
-    """SGD on the summed Faster R-CNN losses; returns the loss of every step."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD([p for p in detector.parameters() if p.requires_grad], lr=lr,
-                          momentum=0.9, weight_decay=1e-4)
+def _run_steps(opt: torch.optim.Optimizer, lr: float, steps: int, loss_of_step) -> list[float]:
+    """One-cycle schedule over ``steps`` optimizer steps; ``loss_of_step()`` returns the
+    step's loss. Returns the loss of every step."""
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    detector.train()
     losses = []
     for _ in range(steps):
-        idx = torch.randint(len(data.images), (batch_size,), generator=gen).tolist()
-        loss = sum(detector(list(data.images[idx]), _targets(data, idx)).values())
+        loss = loss_of_step()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         losses.append(loss.item())
     return losses
+
+
+def train_detector(detector: nn.Module, data: ShapesData, steps: int, batch_size: int = 8,
+                   lr: float = 0.01, seed: int = 0) -> list[float]:
+    """SGD on the summed Faster R-CNN losses; returns the loss of every step."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD([p for p in detector.parameters() if p.requires_grad], lr=lr,
+                          momentum=0.9, weight_decay=1e-4)
+    detector.train()
+
+    def loss_of_step() -> torch.Tensor:
+        idx = torch.randint(len(data.images), (batch_size,), generator=gen).tolist()
+        return sum(detector(list(data.images[idx]), _targets(data, idx)).values())
+
+    return _run_steps(opt, lr, steps, loss_of_step)
 
 
 @torch.no_grad()
@@ -86,18 +96,13 @@ def train_segmenter(segmenter: nn.Module, data: ShapesData, steps: int, batch_si
     """AdamW on per-pixel cross-entropy; returns the loss of every step."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(segmenter.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     segmenter.train()
-    losses = []
-    for _ in range(steps):
+
+    def loss_of_step() -> torch.Tensor:
         idx = torch.randint(len(data.images), (batch_size,), generator=gen)
-        loss = F.cross_entropy(segmenter(data.images[idx]), data.masks[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    return losses
+        return F.cross_entropy(segmenter(data.images[idx]), data.masks[idx])
+
+    return _run_steps(opt, lr, steps, loss_of_step)
 
 
 @torch.no_grad()
