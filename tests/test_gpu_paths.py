@@ -139,7 +139,7 @@ def test_fused_optimizer_kwargs_on_cpu():
 
 
 def test_bench_train_rows_on_cpu():
-    from reslab.export.bench import run_bench
+    from reslab.export.throughput_vs_torchvision import run_bench
 
     res = run_bench("resnet20", batch_size=2, image_size=32, mode="train", iters=1, warmup=1, device="cpu",
                     num_classes=10, log=None, fused=True)  # fmt: skip

@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import cpu_memory
 from ..device import cpu_bf16_support, resolve_device, set_cpu_threads
-from .bench_train import train_paths
+from .training_vs_torchvision import train_paths
 
 
 @dataclass
