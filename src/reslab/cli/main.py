@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("reslab.cli.predict", "top-k predictions for files, folders or globs"),
     "embed": ("reslab.cli.embed", "features of a layer for a folder of images (.npy/.parquet)"),
     "similar": ("reslab.cli.similar", "nearest neighbours of an image in an embedding index"),
-    "export": ("reslab.cli.export", "export to ONNX, TorchScript or ExportedProgram"),
+    "export": ("reslab.cli.export", "export to ONNX, TorchScript, ExportedProgram, Hugging Face or timm"),
     "serve": ("reslab.cli.serve", "HTTP endpoint, web page and metrics for a trained model"),
     "push": ("reslab.cli.push", "upload an export folder to the Hugging Face Hub"),
     "bench": ("reslab.cli.bench", "inference and training throughput against torchvision"),
