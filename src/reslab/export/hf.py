@@ -15,7 +15,6 @@ refused with the reason, before anything is written.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ConfigError, ReslabError
+from ..files import write_json
 from .artifact import ParityError, _preprocess_of
 
 _STEM = re.compile(r"^(conv1|bn1)\.(.+)$")
@@ -179,8 +179,8 @@ def export_hf(checkpoint: str | os.PathLike | dict, out: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     save_file(to_hf_state_dict(model.state_dict()), str(out / "model.safetensors"),
               metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    (out / "preprocessor_config.json").write_text(json.dumps(hf_preprocessor(preprocess), indent=2) + "\n")
+    write_json(out / "config.json", config)
+    write_json(out / "preprocessor_config.json", hf_preprocessor(preprocess))
     (out / "README.md").write_text(_readme(config_name(model), classes, preprocess,
                                            dict(ckpt.get("metrics") or {})))
     diff = check_hf(model, out, preprocess)
@@ -205,12 +205,24 @@ def check_hf(model: nn.Module, folder: Path, preprocess: dict, atol: float = 1e-
     except ImportError:
         return None
     theirs = AutoModelForImageClassification.from_pretrained(str(folder)).eval()
+    return logit_gap(lambda x: theirs(pixel_values=x).logits, model, preprocess, atol,
+                     "transformers", folder)
+
+
+def logit_gap(theirs: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, preprocess: dict,
+              atol: float, library: str, where: Path) -> float:
+    """Largest |logit difference| between another library's load of an export and ``model``
+    on two seeded random inputs (fp32, eval).
+
+    Raises:
+        ParityError: above ``atol``; the export is left at ``where`` for inspection.
+    """
     x = torch.randn(2, *preprocess["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        diff = (theirs(pixel_values=x).logits - model.eval()(x)).abs().max().item()
+        diff = (theirs(x) - model.eval()(x)).abs().max().item()
     if diff > atol:
-        raise ParityError(f"transformers' logits differ from reslab's by {diff:.2e} (> {atol}); "
-                          f"the folder {folder} is left for inspection, do not publish it.")
+        raise ParityError(f"{library}'s logits differ from reslab's by {diff:.2e} (> {atol}); "
+                          f"{where} is left for inspection, do not publish it.")
     return diff
 
 

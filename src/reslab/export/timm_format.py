@@ -17,18 +17,16 @@ input size, mean, std and crop), so the folder can also be pushed and loaded as
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ConfigError
-from .artifact import ParityError
-from .hf import _NEUTRAL, architecture_of, load_for_export
+from ..files import write_json
+from .hf import _NEUTRAL, architecture_of, load_for_export, logit_gap
 
 # reslab models that timm has under the same name with the same layers.
 TIMM_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet18d",
@@ -96,7 +94,7 @@ def export_timm(checkpoint: str | os.PathLike | dict, out: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / "config.json", config)
     diff = check_timm(model, out / "model.safetensors", config, preprocess)
     say(f"wrote {out}/ for timm.create_model({config['architecture']!r}, pretrained=True, "
         f"num_classes={len(classes)}, pretrained_cfg_overlay=dict(file=..., num_classes="
@@ -124,11 +122,4 @@ def check_timm(model: nn.Module, file: Path, config: dict, preprocess: dict,
         import timm  # noqa: F401
     except ImportError:
         return None
-    theirs = load_timm(file, config)
-    x = torch.randn(2, *preprocess["input_size"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        diff = (theirs(x) - model.eval()(x)).abs().max().item()
-    if diff > atol:
-        raise ParityError(f"timm's logits differ from reslab's by {diff:.2e} (> {atol}); "
-                          f"{file} is left for inspection, do not publish it.")
-    return diff
+    return logit_gap(load_timm(file, config), model, preprocess, atol, "timm", file)
